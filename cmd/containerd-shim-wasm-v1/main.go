@@ -1,0 +1,25 @@
+// Command containerd-shim-wasm-v1 is the containerd shim for the runtime
+// type io.containerd.wasm.v1. The same binary is also the Wasm runner inside
+// containers and the module checker: which one runs is chosen by argv[0]
+// before anything else happens.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/containerd/containerd/v2/pkg/shim"
+
+	wasmshim "github.com/containerd-shim-wasm/containerd-shim-wasm/shim"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+)
+
+func main() {
+	switch os.Args[0] {
+	case runtime.RunnerPath:
+		os.Exit(runtime.Main())
+	case runtime.CheckerName:
+		os.Exit(runtime.CheckMain())
+	}
+	shim.RunShim(context.Background(), wasmshim.NewManager())
+}

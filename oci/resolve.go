@@ -1,0 +1,132 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// maxSymlinks bounds symlink expansion, as the kernel's ELOOP limit does.
+const maxSymlinks = 40
+
+// Resolver maps paths inside a container, before it starts, to host paths:
+// the root file system with the spec's bind mounts laid over it. Symlinks are
+// followed inside the container's view only, so no link can lead out of it.
+type Resolver struct {
+	root   string
+	mounts []mountPoint // later entries shadow earlier ones
+}
+
+type mountPoint struct {
+	dest   string // clean container path
+	source string // host path; empty for a file system that is empty at create time (tmpfs, proc, ...)
+	fstype string
+}
+
+// NewResolver returns a Resolver for the container described by the bundle
+// at dir and its spec.
+func NewResolver(bundle string, s *specs.Spec) *Resolver {
+	r := &Resolver{root: RootPath(bundle, s)}
+	for _, m := range s.Mounts {
+		mp := mountPoint{dest: path.Clean("/" + m.Destination), fstype: m.Type}
+		if isBind(m) {
+			mp.source = m.Source
+			mp.fstype = "bind"
+		}
+		r.mounts = append(r.mounts, mp)
+	}
+	return r
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	return slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+// hostPath returns the host path of a clean container path, with no symlink
+// resolution. ok is false when the path lies under a mount whose content does
+// not exist before the container starts.
+func (r *Resolver) hostPath(p string) (host string, fstype string, ok bool) {
+	best := -1
+	for i, m := range r.mounts {
+		if p == m.dest || m.dest == "/" || strings.HasPrefix(p, m.dest+"/") {
+			if best < 0 || len(m.dest) >= len(r.mounts[best].dest) {
+				best = i
+			}
+		}
+	}
+	if best < 0 {
+		return filepath.Join(r.root, p), "", true
+	}
+	m := r.mounts[best]
+	if m.source == "" {
+		return "", m.fstype, false
+	}
+	rel := strings.TrimPrefix(strings.TrimPrefix(p, m.dest), "/")
+	return filepath.Join(m.source, rel), "", true
+}
+
+// Resolve follows every symlink in the container path p (absolute, or
+// relative to "/") inside the container's view. It returns the resolved
+// container path and the host path of the same file.
+func (r *Resolver) Resolve(p string) (resolved, host string, err error) {
+	rest := split(p)
+	cur := "/"
+	links := 0
+	for len(rest) > 0 {
+		comp := rest[0]
+		rest = rest[1:]
+		if comp == ".." {
+			cur = path.Dir(cur)
+			continue
+		}
+		next := path.Join(cur, comp)
+		h, fstype, ok := r.hostPath(next)
+		if !ok {
+			return "", "", fmt.Errorf("%s is on a %s mount, which is empty before the container starts: %w", next, fstype, fs.ErrNotExist)
+		}
+		fi, err := os.Lstat(h)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return "", "", fmt.Errorf("%s: %w", next, fs.ErrNotExist)
+			}
+			return "", "", fmt.Errorf("%s: %w", next, err)
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxSymlinks {
+			return "", "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := os.Readlink(h)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w", next, err)
+		}
+		if path.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(split(target), rest...)
+	}
+	h, _, _ := r.hostPath(cur)
+	return cur, h, nil
+}
+
+func split(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		if c != "" && c != "." {
+			out = append(out, c)
+		}
+	}
+	return out
+}

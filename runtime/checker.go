@@ -1,0 +1,40 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+)
+
+// CheckerName is the argv[0] under which the shim starts its own binary as
+// the module checker (see CheckMain).
+const CheckerName = "containerd-shim-wasm-check"
+
+// maxModule bounds what the checker reads; the shim refuses larger
+// entrypoints before it starts the checker.
+const maxModule = 512 << 20
+
+// CheckMain is the module checker's entry point: it reads a module from
+// stdin, checks that os.Args[1] is an entry function of it (see Check), and
+// returns 0, or ExitCannotRun with the reason on stderr.
+func CheckMain() int {
+	if len(os.Args) != 2 {
+		fmt.Fprintf(os.Stderr, "usage: %s FUNC < MODULE\n", CheckerName)
+		return ExitRunner
+	}
+	bin, err := io.ReadAll(io.LimitReader(os.Stdin, maxModule+1))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "read module: %v\n", err)
+		return ExitRunner
+	}
+	if len(bin) > maxModule {
+		fmt.Fprintf(os.Stderr, "module is larger than %d bytes\n", maxModule)
+		return ExitCannotRun
+	}
+	if err := Check(context.Background(), bin, os.Args[1]); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return ExitCannotRun
+	}
+	return 0
+}

@@ -1,0 +1,22 @@
+// Package runtime is the Wasm side of containerd-shim-wasm: the runner that
+// runs inside a container as its process and executes one WebAssembly module
+// in wazero with WASI preview 1.
+//
+// The shim never runs guest code itself. It has runc start the runner (this
+// project's own binary, bind-mounted read-only at RunnerPath) as the
+// container's process, so the guest lives in the container's namespaces and
+// cgroup. The runner:
+//
+//   - starts with a fixed environment, so nothing in the image tunes its Go
+//     runtime (GOGC, GOMAXPROCS, GODEBUG, GOMEMLIMIT);
+//   - closes every descriptor it inherited beyond stdio, then reads its
+//     Config from ConfigPath and closes that too;
+//   - pre-opens the container root as "/" through a file system that refuses
+//     procfs, sysfs and the other kernel interface file systems, and the
+//     runner's own files, checked on what a path resolves to;
+//   - gives the guest real clocks, sleep and random, its args, process.env
+//     plus PWD, and the container's stdio;
+//   - maps the guest's end to an exit status (see ExitStatus).
+//
+// This package knows nothing of containerd, ttrpc or runc.
+package runtime

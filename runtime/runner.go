@@ -1,0 +1,217 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"golang.org/x/sys/unix"
+)
+
+// Stdio is the guest's standard input, output and error.
+type Stdio struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Main is the runner's entry point inside a container: it returns the exit
+// status of the process. It must run before anything else in the process
+// opens a file, as it closes every inherited descriptor beyond stdio.
+func Main() int {
+	// runc keeps only stdio open across exec, but a runner must not trust
+	// that: a leaked descriptor is a way out of the container.
+	if err := closeInherited(); err != nil {
+		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: close inherited descriptors: %v\n", err)
+		return ExitRunner
+	}
+	cfg, deny, err := setup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
+		return ExitRunner
+	}
+	return Run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr})
+}
+
+// closeInherited closes every descriptor above stdio but the Go runtime's
+// own poller (an eventpoll and an eventfd, which reach no file).
+func closeInherited() error {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	self := int(d.Fd())
+	d.Close()
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		fd, err := strconv.Atoi(name)
+		if err != nil || fd < 3 || fd == self {
+			continue
+		}
+		target, err := os.Readlink("/proc/self/fd/" + name)
+		if err == nil && (target == "anon_inode:[eventpoll]" || target == "anon_inode:[eventfd]") {
+			continue
+		}
+		unix.Close(fd)
+	}
+	return nil
+}
+
+// setup reads the runner's configuration and builds the guest's Denylist.
+func setup() (*Config, *Denylist, error) {
+	f, err := os.Open(ConfigPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open config: %w", err)
+	}
+	cfg, err := DecodeConfig(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, nil, fmt.Errorf("the guest's file system confinement needs /proc mounted in the container: %w", err)
+	}
+	deny, err := NewDenylist(mi)
+	mi.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, p := range []string{RunnerPath, ConfigPath} {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			return nil, nil, fmt.Errorf("stat %s: %w", p, err)
+		}
+		deny.DenyFile(st.Dev, st.Ino, p)
+	}
+	return cfg, deny, nil
+}
+
+// DirFS returns the host directory dir, confined by deny, as the guest's
+// file system.
+func DirFS(dir string, deny *Denylist) experimentalsys.FS {
+	return NewConfinedFS(sysfs.DirFS(dir), deny)
+}
+
+// Run compiles and runs the module cfg names, reading it from root, and
+// returns the process exit status. Errors of the module or the guest are
+// written to stdio.Stderr, as the guest's own output would be.
+func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio) int {
+	fail := func(status int, format string, a ...any) int {
+		fmt.Fprintf(stdio.Stderr, "containerd-shim-wasm: %s\n", fmt.Sprintf(format, a...))
+		return status
+	}
+	bin, err := readModule(root, cfg.Module)
+	if err != nil {
+		return fail(ExitCannotRun, "read module %s: %v", cfg.Module, err)
+	}
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	compiled, err := rt.CompileModule(ctx, bin)
+	if err != nil {
+		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+	}
+	if err := CheckEntry(compiled, cfg.Func); err != nil {
+		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return fail(ExitRunner, "instantiate WASI: %v", err)
+	}
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(cfg.Args...).
+		WithStdin(stdio.Stdin).
+		WithStdout(stdio.Stdout).
+		WithStderr(stdio.Stderr).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader).
+		WithStartFunctions(). // the entry is called below, so its exit is ours to map
+		WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(root, "/"))
+	for _, kv := range cfg.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		mc = mc.WithEnv(k, v)
+	}
+	mod, err := rt.InstantiateModule(ctx, compiled, mc)
+	if err != nil {
+		if status, msg := ExitStatus(err); msg == "" {
+			return status
+		}
+		return fail(ExitCannotRun, "instantiate module %s: %v", cfg.Module, err)
+	}
+	_, err = mod.ExportedFunction(cfg.Func).Call(ctx)
+	status, msg := ExitStatus(err)
+	if msg != "" {
+		fmt.Fprintf(stdio.Stderr, "%s\n", msg)
+	}
+	return status
+}
+
+// CheckEntry reports whether a compiled module exports fn as a function the
+// runner can call: one that takes no parameters.
+func CheckEntry(m wazero.CompiledModule, fn string) error {
+	def, ok := m.ExportedFunctions()[fn]
+	if !ok {
+		return fmt.Errorf("no exported function %q", fn)
+	}
+	if n := len(def.ParamTypes()); n != 0 {
+		return fmt.Errorf("exported function %q takes %d parameters (%s); an entry function takes none", fn, n, typeNames(def.ParamTypes()))
+	}
+	return nil
+}
+
+func typeNames(ts []api.ValueType) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = api.ValueTypeName(t)
+	}
+	return strings.Join(names, ", ")
+}
+
+// readModule reads a module through the confined file system, so that the
+// shim cannot be tricked into loading what the guest may not see either.
+func readModule(root experimentalsys.FS, p string) ([]byte, error) {
+	f, errno := root.OpenFile(trimSlash(p), experimentalsys.O_RDONLY, 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer f.Close()
+	st, errno := f.Stat()
+	if errno != 0 {
+		return nil, errno
+	}
+	out := make([]byte, 0, st.Size)
+	buf := make([]byte, 1<<20)
+	for {
+		n, errno := f.Read(buf)
+		out = append(out, buf[:n]...)
+		if errno != 0 {
+			return nil, errno
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
+}
+
+func trimSlash(p string) string {
+	for len(p) > 0 && p[0] == '/' {
+		p = p[1:]
+	}
+	if p == "" {
+		return "."
+	}
+	return p
+}

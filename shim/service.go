@@ -1,0 +1,176 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	runctask "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// service is the task service v3. It delegates to containerd's runc task
+// service for the container lifecycle and adds what is Wasm-specific:
+// preparing Wasm containers on Create, and the kill-signal mapping on Kill
+// and in every exit status it reports.
+type service struct {
+	taskAPI.TTRPCTaskService
+	exits *exitMapper
+}
+
+// NewTaskService returns the task service, publishing events through
+// publisher.
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+	exits := &exitMapper{wasm: map[string]*wasmTask{}}
+	inner, err := runctask.NewTaskService(ctx, &mappingPublisher{Publisher: publisher, exits: exits}, sd)
+	if err != nil {
+		return nil, fmt.Errorf("create runc task service: %w", err)
+	}
+	return &service{TTRPCTaskService: inner, exits: exits}, nil
+}
+
+// RegisterTTRPC registers the service on the shim's ttrpc server.
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// Create prepares the bundle (for a Wasm entrypoint: the runner and its
+// configuration) and has runc create the container.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	opts, err := runcOptions(r.Options)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if r.Options, err = typeurl.MarshalAnyToProto(opts); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runc options: %w", err))
+	}
+	kind, err := prepareBundle(ctx, r)
+	if err != nil {
+		log.G(ctx).WithError(err).WithField("id", r.ID).Error("create failed")
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if kind == kindWasm {
+		s.exits.add(r.ID)
+	}
+	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	if err != nil {
+		s.exits.remove(r.ID)
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Kill sends a signal. To a Wasm task's init process, a signal whose default
+// action ends a process is sent as SIGKILL; the exit is then reported as
+// 128 + the signal requested.
+func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
+	if r.ExecID == "" {
+		if sig, ok := s.exits.killing(r.ID, r.Signal); ok {
+			log.G(ctx).WithField("id", r.ID).Debugf("wasm task: signal %d sent as SIGKILL", r.Signal)
+			r = &taskAPI.KillRequest{ID: r.ID, ExecID: r.ExecID, Signal: sig, All: r.All}
+		}
+	}
+	return s.TTRPCTaskService.Kill(ctx, r)
+}
+
+// Wait implements the task service.
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	resp, err := s.TTRPCTaskService.Wait(ctx, r)
+	if err == nil && r.ExecID == "" {
+		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
+	}
+	return resp, err
+}
+
+// State implements the task service.
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	resp, err := s.TTRPCTaskService.State(ctx, r)
+	if err == nil && r.ExecID == "" && resp.Status == tasktypes.Status_STOPPED {
+		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
+	}
+	return resp, err
+}
+
+// Delete implements the task service.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := s.TTRPCTaskService.Delete(ctx, r)
+	if err == nil && r.ExecID == "" {
+		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
+		s.exits.remove(r.ID)
+	}
+	return resp, err
+}
+
+// mappingPublisher rewrites the exit status in a Wasm task's /tasks/exit
+// event, as the service does in its responses.
+type mappingPublisher struct {
+	shim.Publisher
+	exits *exitMapper
+}
+
+func (p *mappingPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
+	if e, ok := event.(*eventstypes.TaskExit); ok && e.ID == e.ContainerID {
+		e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
+	}
+	return p.Publisher.Publish(ctx, topic, event)
+}
+
+// wasmTask is what the shim remembers of a Wasm container.
+type wasmTask struct {
+	// signal is the first terminating signal requested, 0 if none.
+	signal uint32
+}
+
+// exitMapper holds the Wasm tasks of this shim and maps their statuses.
+type exitMapper struct {
+	mu   sync.Mutex
+	wasm map[string]*wasmTask
+}
+
+func (m *exitMapper) add(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.wasm[id] = &wasmTask{}
+}
+
+func (m *exitMapper) remove(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.wasm, id)
+}
+
+// killing records a signal requested for task id and returns the signal to
+// send instead, if id is a Wasm task and sig ends a process.
+func (m *exitMapper) killing(id string, sig uint32) (uint32, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.wasm[id]
+	if !ok || !Terminating(sig) {
+		return 0, false
+	}
+	if t.signal == 0 {
+		t.signal = sig
+	}
+	return sigKill, true
+}
+
+// status maps the exit status of task id's init process.
+func (m *exitMapper) status(id string, status uint32) uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.wasm[id]; ok {
+		return MapExitStatus(status, t.signal)
+	}
+	return status
+}
