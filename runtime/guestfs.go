@@ -81,12 +81,14 @@ func (d *Denylist) denied(st sys.Stat_t) bool {
 	return ok
 }
 
-// ConfinedFS wraps the file system the guest sees. Every operation first
-// resolves its path (following symlinks as the operation itself would) and
-// refuses with EACCES when the result is on the Denylist; OpenFile checks the
-// opened file again, so a symlink swapped in between cannot get round it.
-// Reaching above the root ("../") is the kernel's business: the runner runs
-// after pivot_root, so "/" is the container's root.
+// ConfinedFS wraps the file system the guest sees. It resolves every path
+// itself, component by component and following symlinks inside the root
+// only, and refuses with EACCES as soon as a component is on the Denylist:
+// so neither a symlink nor a procfs "magic link" (/proc/self/fd/N,
+// /proc/self/root) can get round it. The operation then runs on the
+// resolved path, and OpenFile checks the opened file once more.
+// Reaching above the root ("../") is the kernel's business as well: the
+// runner runs after pivot_root, so "/" is the container's root.
 type ConfinedFS struct {
 	experimentalsys.FS
 	deny *Denylist
@@ -97,46 +99,71 @@ func NewConfinedFS(inner experimentalsys.FS, deny *Denylist) *ConfinedFS {
 	return &ConfinedFS{FS: inner, deny: deny}
 }
 
-// check refuses p if it (or, when p does not exist, its parent directory)
-// resolves to a denied file.
-func (c *ConfinedFS) check(p string, follow bool) experimentalsys.Errno {
-	var st sys.Stat_t
-	var errno experimentalsys.Errno
-	if follow {
-		st, errno = c.FS.Stat(p)
-	} else {
-		st, errno = c.FS.Lstat(p)
-	}
-	switch errno {
-	case 0:
-		if c.deny.denied(st) {
-			return experimentalsys.EACCES
+// maxSymlinks bounds symlink expansion, as the kernel's ELOOP limit does.
+const maxSymlinks = 40
+
+// resolve returns p (relative to the root) with every symlink resolved (the
+// last component's only if follow), or EACCES if any component resolves to
+// a denied file. Components from the first that does not exist on are
+// returned as they are, for the operation to create or report.
+func (c *ConfinedFS) resolve(p string, follow bool) (string, experimentalsys.Errno) {
+	rest := splitPath(p)
+	cur := "."
+	links := 0
+	for len(rest) > 0 {
+		comp := rest[0]
+		rest = rest[1:]
+		if comp == ".." {
+			cur = path.Dir(cur)
+			continue
 		}
-		return 0
-	case experimentalsys.ENOENT:
-		return c.checkParent(p)
+		next := path.Join(cur, comp)
+		st, errno := c.FS.Lstat(next)
+		if errno == experimentalsys.ENOENT {
+			return path.Join(append([]string{next}, rest...)...), 0
+		}
+		if errno != 0 {
+			return "", errno
+		}
+		if c.deny.denied(st) {
+			return "", experimentalsys.EACCES
+		}
+		if st.Mode&fs.ModeSymlink == 0 || (len(rest) == 0 && !follow) {
+			cur = next
+			continue
+		}
+		if links++; links > maxSymlinks {
+			return "", experimentalsys.ELOOP
+		}
+		target, errno := c.FS.Readlink(next)
+		if errno != 0 {
+			return "", errno
+		}
+		if path.IsAbs(target) {
+			cur = "."
+		}
+		rest = append(splitPath(target), rest...)
 	}
-	return 0 // let the operation itself report the error
+	return cur, 0
 }
 
-func (c *ConfinedFS) checkParent(p string) experimentalsys.Errno {
-	dir := path.Dir(p)
-	if dir == p {
-		return 0
+func splitPath(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		if c != "" && c != "." {
+			out = append(out, c)
+		}
 	}
-	st, errno := c.FS.Stat(dir)
-	if errno == 0 && c.deny.denied(st) {
-		return experimentalsys.EACCES
-	}
-	return 0
+	return out
 }
 
 // OpenFile implements experimentalsys.FS.
 func (c *ConfinedFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
-	if errno := c.check(p, flag&experimentalsys.O_NOFOLLOW == 0); errno != 0 {
+	r, errno := c.resolve(p, flag&experimentalsys.O_NOFOLLOW == 0)
+	if errno != 0 {
 		return nil, errno
 	}
-	f, errno := c.FS.OpenFile(p, flag, perm)
+	f, errno := c.FS.OpenFile(r, flag, perm)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -153,16 +180,20 @@ func (c *ConfinedFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.File
 
 // Lstat implements experimentalsys.FS.
 func (c *ConfinedFS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) {
-	st, errno := c.FS.Lstat(p)
-	if errno == 0 && c.deny.denied(st) {
-		return sys.Stat_t{}, experimentalsys.EACCES
+	r, errno := c.resolve(p, false)
+	if errno != 0 {
+		return sys.Stat_t{}, errno
 	}
-	return st, errno
+	return c.FS.Lstat(r)
 }
 
 // Stat implements experimentalsys.FS.
 func (c *ConfinedFS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
-	st, errno := c.FS.Stat(p)
+	r, errno := c.resolve(p, true)
+	if errno != 0 {
+		return sys.Stat_t{}, errno
+	}
+	st, errno := c.FS.Stat(r)
 	if errno == 0 && c.deny.denied(st) {
 		return sys.Stat_t{}, experimentalsys.EACCES
 	}
@@ -171,79 +202,90 @@ func (c *ConfinedFS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
 
 // Mkdir implements experimentalsys.FS.
 func (c *ConfinedFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
-	if errno := c.checkParent(p); errno != 0 {
+	r, errno := c.resolve(p, false)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Mkdir(p, perm)
+	return c.FS.Mkdir(r, perm)
 }
 
 // Chmod implements experimentalsys.FS.
 func (c *ConfinedFS) Chmod(p string, perm fs.FileMode) experimentalsys.Errno {
-	if errno := c.check(p, true); errno != 0 {
+	r, errno := c.resolve(p, true)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Chmod(p, perm)
+	return c.FS.Chmod(r, perm)
 }
 
 // Rename implements experimentalsys.FS.
 func (c *ConfinedFS) Rename(from, to string) experimentalsys.Errno {
-	if errno := c.check(from, false); errno != 0 {
+	rf, errno := c.resolve(from, false)
+	if errno != 0 {
 		return errno
 	}
-	if errno := c.check(to, false); errno != 0 {
+	rt, errno := c.resolve(to, false)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Rename(from, to)
+	return c.FS.Rename(rf, rt)
 }
 
 // Rmdir implements experimentalsys.FS.
 func (c *ConfinedFS) Rmdir(p string) experimentalsys.Errno {
-	if errno := c.check(p, false); errno != 0 {
+	r, errno := c.resolve(p, false)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Rmdir(p)
+	return c.FS.Rmdir(r)
 }
 
 // Unlink implements experimentalsys.FS.
 func (c *ConfinedFS) Unlink(p string) experimentalsys.Errno {
-	if errno := c.check(p, false); errno != 0 {
+	r, errno := c.resolve(p, false)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Unlink(p)
+	return c.FS.Unlink(r)
 }
 
 // Link implements experimentalsys.FS.
 func (c *ConfinedFS) Link(oldPath, newPath string) experimentalsys.Errno {
-	if errno := c.check(oldPath, false); errno != 0 {
+	ro, errno := c.resolve(oldPath, false)
+	if errno != 0 {
 		return errno
 	}
-	if errno := c.checkParent(newPath); errno != 0 {
+	rn, errno := c.resolve(newPath, false)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Link(oldPath, newPath)
+	return c.FS.Link(ro, rn)
 }
 
 // Symlink implements experimentalsys.FS. The link's target is not checked:
 // whatever later resolves through the link is.
 func (c *ConfinedFS) Symlink(oldPath, linkName string) experimentalsys.Errno {
-	if errno := c.checkParent(linkName); errno != 0 {
+	r, errno := c.resolve(linkName, false)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Symlink(oldPath, linkName)
+	return c.FS.Symlink(oldPath, r)
 }
 
 // Readlink implements experimentalsys.FS.
 func (c *ConfinedFS) Readlink(p string) (string, experimentalsys.Errno) {
-	if errno := c.check(p, false); errno != 0 {
+	r, errno := c.resolve(p, false)
+	if errno != 0 {
 		return "", errno
 	}
-	return c.FS.Readlink(p)
+	return c.FS.Readlink(r)
 }
 
 // Utimens implements experimentalsys.FS.
 func (c *ConfinedFS) Utimens(p string, atim, mtim int64) experimentalsys.Errno {
-	if errno := c.check(p, true); errno != 0 {
+	r, errno := c.resolve(p, true)
+	if errno != 0 {
 		return errno
 	}
-	return c.FS.Utimens(p, atim, mtim)
+	return c.FS.Utimens(r, atim, mtim)
 }

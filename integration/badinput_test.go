@@ -1,0 +1,75 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBadInput: each bad entrypoint fails with an error naming it and the
+// reason, while the shim serving the same group keeps its other container
+// running, and nothing is left behind.
+func TestBadInput(t *testing.T) {
+	group := []string{"--annotation", "io.containerd.runc.v2.group=bad-input"}
+	keeper := startBackground(t, group, "/probe.wasm", "sleep")
+	keeper.waitOutput(t, "sleeping")
+	shims := shimPids(e.shim)
+	if len(shims) != 1 {
+		t.Fatalf("shim processes %v, want one", shims)
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		want []string // substrings of ctr's error
+	}{
+		{"missing file", []string{"/nope.wasm"}, []string{"/nope.wasm", "no such file"}},
+		{"missing on PATH", []string{"nope"}, []string{"nope", "not found in PATH"}},
+		{"text file", []string{"/text.txt"}, []string{"/text.txt", "neither a WebAssembly module nor a native executable"}},
+		{"FIFO", []string{"/fifo"}, []string{"/fifo", "FIFO"}},
+		{"directory", []string{"/data"}, []string{"/data", "directory"}},
+		{"corrupt module", []string{"/corrupt.wasm"}, []string{"/corrupt.wasm", "invalid module"}},
+		{"truncated module", []string{"/empty.wasm"}, []string{"/empty.wasm", "invalid module"}},
+		{"module without _start", []string{"/nostart.wasm"}, []string{"/nostart.wasm", `no exported function "_start"`}},
+		{"no such export", []string{"/funcs.wasm#nothere"}, []string{"/funcs.wasm", `no exported function "nothere"`}},
+		{"export with parameters", []string{"/funcs.wasm#withparam"}, []string{"/funcs.wasm", "parameters"}},
+		{"function on a native program", []string{"/bin/native#main"}, []string{"/bin/native", "native program"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := newID(t)
+			_, stderr, err := e.ctr(ctrRunArgs(id, group, tt.args)...)
+			if err == nil {
+				t.Fatalf("ctr run succeeded; want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("error %q does not say %q", stderr, w)
+				}
+			}
+			// ctr leaves the container record when the task fails to be created.
+			e.ctr("containers", "delete", id)
+			if got := shimPids(e.shim); len(got) != 1 || got[0] != shims[0] {
+				t.Errorf("shim processes %v, want still %v", got, shims)
+			}
+			select {
+			case <-keeper.done:
+				t.Fatalf("the other container of the shim ended: %+v", keeper.res)
+			default:
+			}
+		})
+	}
+
+	// The shim still serves new containers.
+	ok := startBackground(t, group, "/probe.wasm", "echo", "still serving")
+	if r := ok.wait(t, time.Minute); r.code != 0 || r.stdout != "[still serving]\n" {
+		t.Errorf("a good container after the bad ones: %+v", r)
+	}
+	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", keeper.id); err != nil {
+		t.Fatalf("kill: %v: %s", err, stderr)
+	}
+	if r := keeper.wait(t, 10*time.Second); r.code != 143 {
+		t.Errorf("keeper exit status %d, want 143", r.code)
+	}
+	assertClean(t, keeper.id)
+}

@@ -1,0 +1,224 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const runtimeName = "io.containerd.wasm.v1"
+
+var (
+	ids      atomic.Int64
+	nonAlnum = regexp.MustCompile(`[^a-z0-9]+`)
+)
+
+// newID returns a container id unique in this run.
+func newID(t *testing.T) string {
+	name := strings.Trim(nonAlnum.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
+	if len(name) > 40 {
+		name = strings.TrimRight(name[:40], "-")
+	}
+	return fmt.Sprintf("%s-%d", name, ids.Add(1))
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run has ctr run a container of the test image through the shim to its
+// end, with --rm, and returns its output and exit status.
+func run(t *testing.T, flags []string, args ...string) result {
+	t.Helper()
+	return runIn(t, nil, flags, args...)
+}
+
+func ctrRunArgs(id string, flags []string, args []string) []string {
+	a := []string{"run", "--rm", "--runtime", runtimeName, "--runtime-config-path", e.optsFile}
+	a = append(a, flags...)
+	a = append(a, e.imageName, id)
+	return append(a, args...)
+}
+
+func runIn(t *testing.T, stdin *strings.Reader, flags []string, args ...string) result {
+	t.Helper()
+	id := newID(t)
+	stdout, stderr, err := e.ctrIn(stdin, ctrRunArgs(id, flags, args)...)
+	r := result{stdout: stdout, stderr: stderr}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("ctr run: %v", err)
+	}
+	assertClean(t, id)
+	return r
+}
+
+// assertClean checks that nothing of container id is left: no bundle, no
+// runc state, no cgroup, no mount, and (as no other container runs) no
+// shim or runner process.
+func assertClean(t *testing.T, id string) {
+	t.Helper()
+	paths := []string{
+		filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "default", id),
+		filepath.Join(e.runcRoot, "default", id),
+	}
+	for _, sub := range []string{"memory", "pids", "cpu", "freezer", "devices", ""} {
+		paths = append(paths, filepath.Join("/sys/fs/cgroup", sub, "default", id))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		for _, p := range paths {
+			if _, err := os.Stat(p); err == nil {
+				left = append(left, p)
+			}
+		}
+		for _, m := range mountsUnder(e.dir) {
+			if strings.Contains(m, id) {
+				left = append(left, "mount "+m)
+			}
+		}
+		if pids := shimPids(e.shim); len(pids) > 0 {
+			left = append(left, fmt.Sprintf("shim processes %v", pids))
+		}
+		if pids := runnerPids(); len(pids) > 0 {
+			left = append(left, fmt.Sprintf("runner processes %v", pids))
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s left behind: %s", id, strings.Join(left, ", "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runnerPids lists running Wasm runners (in any container).
+func runnerPids() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err == nil && strings.HasPrefix(string(b), "/dev/.containerd-shim-wasm-runner\x00") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// background starts a container that keeps running, and returns a function
+// that waits for its end and returns its result.
+type bg struct {
+	id     string
+	cmd    *exec.Cmd
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+	stdin  io.WriteCloser
+	done   chan struct{}
+	res    result
+}
+
+func startBackground(t *testing.T, flags []string, args ...string) *bg {
+	t.Helper()
+	return startBackgroundIn(t, false, flags, args...)
+}
+
+// startBackgroundIn is startBackground with, if withStdin, a pipe to the
+// container's stdin in b.stdin.
+func startBackgroundIn(t *testing.T, withStdin bool, flags []string, args ...string) *bg {
+	t.Helper()
+	b := &bg{id: newID(t), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	b.cmd = exec.Command(e.ctrBin, append([]string{"--address", e.address}, ctrRunArgs(b.id, flags, args)...)...)
+	b.cmd.Stdout, b.cmd.Stderr = b.stdout, b.stderr
+	if withStdin {
+		var err error
+		if b.stdin, err = b.cmd.StdinPipe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatalf("start ctr run: %v", err)
+	}
+	go func() {
+		err := b.cmd.Wait()
+		b.res = result{stdout: b.stdout.String(), stderr: filterWarnings(b.stderr.String())}
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			b.res.code = exit.ExitCode()
+		}
+		close(b.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-b.done:
+		default:
+			e.ctr("task", "kill", "-s", "SIGKILL", b.id)
+			<-b.done
+		}
+	})
+	return b
+}
+
+// waitOutput waits until the container printed want on stdout.
+func (b *bg) waitOutput(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(b.stdout.String(), want) {
+		select {
+		case <-b.done:
+			t.Fatalf("container %s ended before printing %q: %+v", b.id, want, b.res)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s did not print %q; stdout %q stderr %q", b.id, want, b.stdout.String(), b.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitRunning waits until task id runs.
+func waitRunning(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, _, _ := e.ctr("task", "ls")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == id && f[2] == "RUNNING" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s is not running: %s", id, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wait returns the container's result.
+func (b *bg) wait(t *testing.T, timeout time.Duration) result {
+	t.Helper()
+	select {
+	case <-b.done:
+		return b.res
+	case <-time.After(timeout):
+		t.Fatalf("container %s still running after %v", b.id, timeout)
+	}
+	return result{}
+}

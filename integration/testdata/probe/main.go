@@ -1,0 +1,117 @@
+// Command probe is the integration tests' Wasm guest (GOOS=wasip1): each
+// subcommand exercises one thing a guest can see or do.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: probe CMD [ARGS]")
+		os.Exit(2)
+	}
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "echo": // each argument on its own line, bracketed
+		for _, a := range args {
+			fmt.Printf("[%s]\n", a)
+		}
+	case "stderr":
+		fmt.Fprintln(os.Stdout, "to stdout")
+		fmt.Fprintln(os.Stderr, "to stderr")
+	case "env":
+		env := os.Environ()
+		sort.Strings(env)
+		for _, kv := range env {
+			fmt.Println(kv)
+		}
+	case "exit":
+		n, _ := strconv.Atoi(args[0])
+		os.Exit(n)
+	case "cat":
+		b, err := os.ReadFile(args[0])
+		check(err)
+		os.Stdout.Write(b)
+	case "write":
+		check(os.WriteFile(args[0], []byte(args[1]), 0o644))
+		b, err := os.ReadFile(args[0])
+		check(err)
+		fmt.Printf("wrote %s\n", b)
+	case "stdin":
+		_, err := io.Copy(os.Stdout, os.Stdin)
+		check(err)
+	case "cwd":
+		wd, err := os.Getwd()
+		check(err)
+		fmt.Println(wd)
+	case "open": // try every path; report each
+		for _, p := range args {
+			f, err := os.Open(p)
+			if err != nil {
+				fmt.Printf("open %s: refused: %v\n", p, err)
+				continue
+			}
+			b := make([]byte, 16)
+			n, err := f.Read(b)
+			f.Close()
+			fmt.Printf("open %s: OPENED (read %d bytes, %v)\n", p, n, err)
+		}
+	case "openw":
+		for _, p := range args {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				fmt.Printf("openw %s: refused: %v\n", p, err)
+				continue
+			}
+			f.Close()
+			fmt.Printf("openw %s: OPENED\n", p)
+		}
+	case "ls":
+		ents, err := os.ReadDir(args[0])
+		check(err)
+		for _, e := range ents {
+			fmt.Println(e.Name())
+		}
+	case "spin": // optionally churn the runner's memory first, then spin forever
+		if len(args) > 0 && args[0] == "gc" {
+			var keep [][]byte
+			for i := 0; i < 64; i++ {
+				keep = append(keep, make([]byte, 4<<20))
+				if len(keep) > 8 {
+					keep = keep[1:]
+				}
+			}
+			runtime.GC()
+		}
+		fmt.Println("spinning")
+		x := 0
+		for {
+			x++
+			if x == -1 {
+				fmt.Println(x)
+			}
+		}
+	case "sleep":
+		fmt.Println("sleeping")
+		for {
+			time.Sleep(time.Hour)
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "unknown command %q\n", os.Args[1])
+		os.Exit(2)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "error: %v\n", err)
+		os.Exit(1)
+	}
+}

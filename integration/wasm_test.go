@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOutput(t *testing.T) {
+	tests := []struct {
+		name       string
+		flags      []string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{name: "stdout and stderr", args: []string{"/probe.wasm", "stderr"}, wantStdout: "to stdout\n", wantStderr: "to stderr"},
+		{name: "args with spaces", args: []string{"/probe.wasm", "echo", "a b", " c ", ""}, wantStdout: "[a b]\n[ c ]\n[]\n"},
+		{name: "exit status via proc_exit", args: []string{"/exit42.wasm"}, wantCode: 42},
+		{name: "exit status over 255 is 255", args: []string{"/exit300.wasm"}, wantCode: 255},
+		{name: "Go guest exit status", args: []string{"/probe.wasm", "exit", "7"}, wantCode: 7},
+		{name: "entry function", args: []string{"/funcs.wasm#greet"}, wantStdout: "hello from greet\n"},
+		{name: "default entry of the same module", args: []string{"/funcs.wasm"}, wantCode: 3},
+		{name: "symlinked module", args: []string{"/link.wasm", "echo", "via link"}, wantStdout: "[via link]\n"},
+		{name: "bare name on PATH", args: []string{"probe", "echo", "on path"}, wantStdout: "[on path]\n"},
+		{name: "file shipped in the image", args: []string{"/probe.wasm", "cat", "/data/hello.txt"}, wantStdout: "hello from the image\n"},
+		{name: "write to a writable rootfs", args: []string{"/probe.wasm", "write", "/tmp/out.txt", "fresh"}, wantStdout: "wrote fresh\n"},
+		{name: "write to a read-only rootfs fails", flags: []string{"--read-only"}, args: []string{"/probe.wasm", "write", "/tmp/out.txt", "fresh"}, wantCode: 1, wantStderr: "Read-only file system"},
+		{name: "read from a read-only rootfs", flags: []string{"--read-only"}, args: []string{"/probe.wasm", "cat", "/data/hello.txt"}, wantStdout: "hello from the image\n"},
+		{name: "cwd", flags: []string{"--cwd", "/work"}, args: []string{"/probe.wasm", "cwd"}, wantStdout: "/work\n"},
+		{name: "relative path from cwd", flags: []string{"--cwd", "/work"}, args: []string{"/probe.wasm", "cat", "rel.txt"}, wantStdout: "relative to the working directory\n"},
+		{name: "relative module path from cwd", flags: []string{"--cwd", "/data"}, args: []string{"../probe.wasm", "echo", "rel"}, wantStdout: "[rel]\n"},
+		{name: "native static binary", args: []string{"/bin/native", "x y"}, wantStdout: "native hello, args [\"x y\"]\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, tt.flags, tt.args...)
+			if r.code != tt.wantCode {
+				t.Errorf("exit status %d, want %d; stdout %q stderr %q", r.code, tt.wantCode, r.stdout, r.stderr)
+			}
+			if tt.wantStdout != "" && r.stdout != tt.wantStdout {
+				t.Errorf("stdout %q, want %q", r.stdout, tt.wantStdout)
+			}
+			if tt.wantStdout == "" && tt.wantCode != 0 && r.stdout != "" {
+				t.Errorf("unexpected stdout %q", r.stdout)
+			}
+			if !strings.Contains(r.stderr, tt.wantStderr) {
+				t.Errorf("stderr %q, want it to contain %q", r.stderr, tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestTrap(t *testing.T) {
+	r := run(t, nil, "/trap.wasm")
+	if r.code != 134 {
+		t.Errorf("exit status %d, want 134 for a trap", r.code)
+	}
+	if !strings.Contains(r.stderr, "unreachable") {
+		t.Errorf("stderr %q does not give the trap", r.stderr)
+	}
+}
+
+// TestStdin pipes input through. The input ends only once the task runs:
+// ctr closes a task's stdin only if its input ends after the task was
+// created (the same holds for containerd's runc shim).
+func TestStdin(t *testing.T) {
+	b := startBackgroundIn(t, true, nil, "/probe.wasm", "stdin")
+	waitRunning(t, b.id)
+	if _, err := io.WriteString(b.stdin, "line one\nline two\n"); err != nil {
+		t.Fatal(err)
+	}
+	b.stdin.Close()
+	if r := b.wait(t, 30*time.Second); r.code != 0 || r.stdout != "line one\nline two\n" {
+		t.Fatalf("got %+v, want stdin echoed", r)
+	}
+	assertClean(t, b.id)
+}
+
+func TestEnv(t *testing.T) {
+	r := run(t, []string{"--env", "FOO=bar baz", "--env", "EMPTY=", "--env", "GOGC=1"}, "/probe.wasm", "env")
+	if r.code != 0 {
+		t.Fatalf("exit status %d: %s", r.code, r.stderr)
+	}
+	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	want := []string{
+		"EMPTY=", "FOO=bar baz", "GOGC=1",
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PWD=/",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("guest env\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestGuestConfinement: the guest reaches neither procfs nor sysfs (through
+// any path or symlink), nor host files through ../ or symlinks.
+func TestGuestConfinement(t *testing.T) {
+	secret := filepath.Join(e.dir, hostSecretName)
+	paths := []string{
+		"/proc/self/mem", "/proc/self/fd/0", "/proc/self/fd", "/proc/1/environ", "/proc",
+		"/sys", "/sys/kernel", "/mem-link", "/fd-link", "/fd-link/1",
+		"/dev/.containerd-shim-wasm-runner", "/dev/.containerd-shim-wasm-config",
+		secret, "/../../../../.." + secret, "/escape-link", "/escape-dir/" + hostSecretName,
+		"/data/../../../.." + secret,
+	}
+	r := run(t, nil, append([]string{"/probe.wasm", "open"}, paths...)...)
+	if r.code != 0 {
+		t.Fatalf("probe failed: %+v", r)
+	}
+	for _, p := range paths {
+		line := findLine(r.stdout, "open "+p+": ")
+		if line == "" {
+			t.Errorf("no report for %s in %q", p, r.stdout)
+			continue
+		}
+		if !strings.Contains(line, "refused") {
+			t.Errorf("guest reached %s: %s", p, line)
+		}
+	}
+	if strings.Contains(r.stdout, "HOST SECRET") {
+		t.Errorf("guest read the host's file")
+	}
+	w := run(t, nil, "/probe.wasm", "openw", "/proc/self/mem", "/mem-link", "/sys/kernel/mm")
+	for _, p := range []string{"/proc/self/mem", "/mem-link", "/sys/kernel/mm"} {
+		if line := findLine(w.stdout, "openw "+p+": "); !strings.Contains(line, "refused") {
+			t.Errorf("guest opened %s for writing: %q", p, line)
+		}
+	}
+	// The guest does see the rest of its root.
+	if r := run(t, nil, "/probe.wasm", "open", "/data/hello.txt"); !strings.Contains(r.stdout, "OPENED") {
+		t.Errorf("guest cannot open its own files: %q", r.stdout)
+	}
+}
+
+func findLine(s, prefix string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestKill: a terminating signal ends a spinning guest at once and is
+// reported as 128 + the signal, also after the runner went through a GC.
+func TestKill(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		signal string
+		want   int
+	}{
+		{"SIGTERM spinning", []string{"spin"}, "SIGTERM", 143},
+		{"SIGTERM spinning after GC", []string{"spin", "gc"}, "SIGTERM", 143},
+		{"SIGINT", []string{"spin"}, "SIGINT", 130},
+		{"SIGKILL", []string{"spin"}, "SIGKILL", 137},
+		{"SIGTERM sleeping", []string{"sleep"}, "SIGTERM", 143},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := startBackground(t, nil, append([]string{"/probe.wasm"}, tt.args...)...)
+			want := "spinning"
+			if tt.args[0] == "sleep" {
+				want = "sleeping"
+			}
+			b.waitOutput(t, want)
+			start := time.Now()
+			if _, stderr, err := e.ctr("task", "kill", "-s", tt.signal, b.id); err != nil {
+				t.Fatalf("kill: %v: %s", err, stderr)
+			}
+			r := b.wait(t, 10*time.Second)
+			took := time.Since(start)
+			t.Logf("exited %v after the signal", took)
+			if r.code != tt.want {
+				t.Errorf("exit status %d, want %d (stderr %q)", r.code, tt.want, r.stderr)
+			}
+			if took > time.Second {
+				t.Errorf("guest took %v to end, want under a second", took)
+			}
+			assertClean(t, b.id)
+		})
+	}
+}
+
+// TestRunnerDescriptors: the runner holds no descriptor but the guest's
+// stdio, the root it pre-opens and the Go runtime's poller.
+func TestRunnerDescriptors(t *testing.T) {
+	b := startBackground(t, nil, "/probe.wasm", "sleep")
+	b.waitOutput(t, "sleeping")
+	pids := runnerPids()
+	if len(pids) != 1 {
+		t.Fatalf("runner processes %v, want one", pids)
+	}
+	fdDir := filepath.Join("/proc", strconv.Itoa(pids[0]), "fd")
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdio := map[string]bool{}
+	for _, fd := range []string{"0", "1", "2"} {
+		target, _ := os.Readlink(filepath.Join(fdDir, fd))
+		stdio[target] = true
+	}
+	for _, ent := range ents {
+		target, _ := os.Readlink(filepath.Join(fdDir, ent.Name()))
+		switch {
+		case ent.Name() == "0" || ent.Name() == "1" || ent.Name() == "2":
+		case stdio[target]: // wazero's own handle on the guest's stdio
+		case target == "/": // the guest's pre-opened root
+		case target == "anon_inode:[eventpoll]" || target == "anon_inode:[eventfd]": // the Go runtime's poller
+		default:
+			t.Errorf("runner holds fd %s -> %s", ent.Name(), target)
+		}
+	}
+	env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pids[0]), "environ"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if kv != "" && !strings.HasPrefix(kv, "HOME=") {
+			t.Errorf("runner environment has %q; it must be fixed", kv)
+		}
+	}
+}
