@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
 )
 
 const runtimeName = "io.containerd.wasm.v1"
@@ -74,12 +76,9 @@ func assertClean(t *testing.T, id string) {
 		filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "default", id),
 		filepath.Join(e.runcRoot, "default", id),
 	}
-	for _, sub := range []string{"memory", "pids", "cpu", "freezer", "devices", ""} {
-		paths = append(paths, filepath.Join("/sys/fs/cgroup", sub, "default", id))
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var left []string
+		left := cgroups.Dirs(cgroups.Root, "/default/"+id)
 		for _, p := range paths {
 			if _, err := os.Stat(p); err == nil {
 				left = append(left, p)

@@ -1,0 +1,63 @@
+# containerd-shim-wasm: see README.md.
+#
+#   make demo   build everything, run the example module through a private containerd
+#   make test   unit and integration tests (root; installs runc, wabt and containerd)
+#   make build  the shim and the image packer into bin/
+#   make lint   go vet and gofmt
+
+SHELL      := /bin/bash
+GO         ?= go
+BIN        := $(CURDIR)/bin
+TOOLBIN    := $(CURDIR)/.tools/bin
+CONTAINERD_VERSION := v2.4.2
+CONTAINERD_STAMP   := $(CURDIR)/.tools/containerd-$(CONTAINERD_VERSION)
+export PATH := $(BIN):$(TOOLBIN):$(PATH):/usr/sbin:/sbin
+
+.PHONY: all build deps packages containerd demo test unit integration lint clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/containerd-shim-wasm-v1 ./cmd/containerd-shim-wasm-v1
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/wasm-image ./cmd/wasm-image
+
+deps: packages containerd
+
+# runc runs every container; wat2wasm (wabt) builds the tests' small modules.
+packages:
+	@missing=""; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v wat2wasm >/dev/null || missing="$$missing wabt"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# containerd and ctr, built from the Go module proxy into .tools/bin once.
+containerd: $(CONTAINERD_STAMP)
+$(CONTAINERD_STAMP):
+	@echo "installing containerd $(CONTAINERD_VERSION) into .tools/bin (about 2 minutes the first time)"
+	GOBIN=$(TOOLBIN) CGO_ENABLED=0 $(GO) install \
+		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION)
+	touch $@
+
+demo: deps build
+	./scripts/demo.sh
+
+test: deps build lint unit integration
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration:
+	WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 $(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | \
+		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf $(BIN)
