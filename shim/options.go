@@ -2,8 +2,10 @@ package shim
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
@@ -48,7 +50,19 @@ func runcOptions(a typeurl.Any) (*runcoptions.Options, error) {
 		dec := toml.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&opts); err != nil {
-			return nil, fmt.Errorf("runtime options %s: %v: %w", o.ConfigPath, err, errdefs.ErrInvalidArgument)
+			where := "runtime options"
+			if o.ConfigPath != "" && len(o.ConfigBody) == 0 {
+				where += " in " + o.ConfigPath
+			}
+			var strict *toml.StrictMissingError
+			if errors.As(err, &strict) {
+				var keys []string
+				for _, e := range strict.Errors {
+					keys = append(keys, strings.Join(e.Key(), "."))
+				}
+				return nil, fmt.Errorf("%s: unknown keys %s (known: BinaryName, Root, SystemdCgroup): %w", where, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
+			}
+			return nil, fmt.Errorf("%s: %v: %w", where, err, errdefs.ErrInvalidArgument)
 		}
 		return &runcoptions.Options{
 			BinaryName:    opts.BinaryName,

@@ -65,9 +65,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
-		s.exits.remove(r.ID)
+		s.exits.remove(r.ID, 0)
 		return nil, err
 	}
+	s.exits.setPid(r.ID, resp.Pid)
 	return resp, nil
 }
 
@@ -106,28 +107,39 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err == nil && r.ExecID == "" {
+		// The task is forgotten once its /tasks/delete event is out.
 		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
-		s.exits.remove(r.ID)
 	}
 	return resp, err
 }
 
-// mappingPublisher rewrites the exit status in a Wasm task's /tasks/exit
-// event, as the service does in its responses.
+// mappingPublisher rewrites the exit status in a Wasm task's /tasks/exit and
+// /tasks/delete events, as the service does in its responses, and forgets
+// the task after its delete event.
 type mappingPublisher struct {
 	shim.Publisher
 	exits *exitMapper
 }
 
 func (p *mappingPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
-	if e, ok := event.(*eventstypes.TaskExit); ok && e.ID == e.ContainerID {
-		e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
+	switch e := event.(type) {
+	case *eventstypes.TaskExit:
+		if e.ID == e.ContainerID {
+			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
+		}
+	case *eventstypes.TaskDelete:
+		if e.ID == "" || e.ID == e.ContainerID {
+			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
+			defer p.exits.remove(e.ContainerID, e.Pid)
+		}
 	}
 	return p.Publisher.Publish(ctx, topic, event)
 }
 
 // wasmTask is what the shim remembers of a Wasm container.
 type wasmTask struct {
+	// pid of the task's init process, once created.
+	pid uint32
 	// signal is the first terminating signal requested, 0 if none.
 	signal uint32
 }
@@ -144,10 +156,22 @@ func (m *exitMapper) add(id string) {
 	m.wasm[id] = &wasmTask{}
 }
 
-func (m *exitMapper) remove(id string) {
+func (m *exitMapper) setPid(id string, pid uint32) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.wasm, id)
+	if t, ok := m.wasm[id]; ok {
+		t.pid = pid
+	}
+}
+
+// remove forgets task id, if pid is 0 or its pid: a task created again
+// under the same id is not forgotten by the old one's late event.
+func (m *exitMapper) remove(id string, pid uint32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.wasm[id]; ok && (pid == 0 || t.pid == pid) {
+		delete(m.wasm, id)
+	}
 }
 
 // killing records a signal requested for task id and returns the signal to

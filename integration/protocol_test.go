@@ -1,0 +1,139 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/api/types"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestEvents: a Wasm task publishes create, start, exit and delete with the
+// same pid, and its exit reports 128 + the signal requested.
+func TestEvents(t *testing.T) {
+	events := exec.Command(e.ctrBin, "--address", e.address, "events")
+	var out lockedBuffer
+	events.Stdout = &out
+	if err := events.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { events.Process.Kill(); events.Wait() }()
+	time.Sleep(200 * time.Millisecond) // let the subscription settle
+
+	b := startBackground(t, nil, "/probe.wasm", "spin")
+	b.waitOutput(t, "spinning")
+	before := time.Now()
+	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", b.id); err != nil {
+		t.Fatalf("kill: %v: %s", err, stderr)
+	}
+	if r := b.wait(t, 10*time.Second); r.code != 143 {
+		t.Fatalf("exit status %d, want 143", r.code)
+	}
+	assertClean(t, b.id)
+
+	type event struct {
+		ContainerID string `json:"container_id"`
+		ID          string `json:"id"`
+		Pid         uint32 `json:"pid"`
+		ExitStatus  uint32 `json:"exit_status"`
+		ExitedAt    *struct {
+			Seconds int64 `json:"seconds"`
+		} `json:"exited_at"`
+	}
+	got := map[string]event{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 4 && time.Now().Before(deadline) {
+		got = map[string]event{}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if !strings.Contains(line, b.id) {
+				continue
+			}
+			// "2026-01-02 15:04:05.999 +0000 UTC default /tasks/exit {...}"
+			f := strings.SplitN(line, " ", 7)
+			if len(f) < 7 || !strings.HasPrefix(f[5], "/tasks/") {
+				continue
+			}
+			var ev event
+			if err := json.Unmarshal([]byte(f[6]), &ev); err != nil {
+				t.Fatalf("event %q: %v", line, err)
+			}
+			got[f[5]] = ev
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, topic := range []string{"/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"} {
+		if _, ok := got[topic]; !ok {
+			t.Fatalf("no %s event for %s in\n%s", topic, b.id, out.String())
+		}
+	}
+	pid := got["/tasks/create"].Pid
+	if pid == 0 || got["/tasks/start"].Pid != pid || got["/tasks/exit"].Pid != pid || got["/tasks/delete"].Pid != pid {
+		t.Errorf("pids differ across events: %+v", got)
+	}
+	if s := got["/tasks/exit"].ExitStatus; s != 143 {
+		t.Errorf("/tasks/exit status %d, want 143", s)
+	}
+	if s := got["/tasks/delete"].ExitStatus; s != 143 {
+		t.Errorf("/tasks/delete status %d, want 143", s)
+	}
+	if at := got["/tasks/exit"].ExitedAt; at == nil || time.Unix(at.Seconds, 0).Before(before.Add(-time.Second)) || time.Unix(at.Seconds, 0).After(time.Now()) {
+		t.Errorf("/tasks/exit exited_at %+v is not the time of the kill (%v)", at, before)
+	}
+}
+
+// TestInfo: `-info` answers with runc's features, also when the runtime
+// options are the TOML body CRI sends for a non-runc runtime.
+func TestInfo(t *testing.T) {
+	body, err := typeurl.MarshalAnyToProto(&runtimeoptions.Options{ConfigBody: []byte("BinaryName = \"runc\"\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withOpts, err := proto.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := typeurl.MarshalAnyToProto(&runtimeoptions.Options{ConfigBody: []byte("NoSuchKey = 1\n")})
+	badOpts, _ := proto.Marshal(bad)
+	for _, tt := range []struct {
+		name    string
+		stdin   []byte
+		wantErr string
+	}{
+		{name: "no options"},
+		{name: "CRI options", stdin: withOpts},
+		{name: "unknown option", stdin: badOpts, wantErr: "NoSuchKey"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(e.shim, "-info")
+			cmd.Stdin = bytes.NewReader(tt.stdin)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(stderr.String(), tt.wantErr) {
+					t.Fatalf("want an error naming %q; got %v, stderr %q", tt.wantErr, err, stderr.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("-info: %v: %s", err, stderr.String())
+			}
+			var info types.RuntimeInfo
+			if err := proto.Unmarshal(stdout.Bytes(), &info); err != nil {
+				t.Fatalf("decode RuntimeInfo: %v", err)
+			}
+			if info.Name != "io.containerd.wasm.v1" {
+				t.Errorf("name %q", info.Name)
+			}
+			if info.Features == nil || !strings.Contains(info.Features.GetTypeUrl(), "features") {
+				t.Errorf("no runc features in %+v", &info)
+			}
+		})
+	}
+}
