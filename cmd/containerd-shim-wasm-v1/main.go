@@ -10,8 +10,8 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/shim"
 
-	wasmshim "github.com/containerd-shim-wasm/containerd-shim-wasm/shim"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	wasmshim "github.com/containerd-shim-wasm/containerd-shim-wasm/shim"
 )
 
 func main() {
