@@ -1,0 +1,128 @@
+package shim
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestTerminating(t *testing.T) {
+	for sig, want := range map[syscall.Signal]bool{
+		syscall.SIGTERM: true, syscall.SIGINT: true, syscall.SIGKILL: true, syscall.SIGHUP: true,
+		syscall.SIGUSR1: true, syscall.SIGQUIT: true, syscall.SIGSTOP: false, syscall.SIGCONT: false,
+		syscall.SIGWINCH: false, syscall.SIGCHLD: false, 0: false,
+	} {
+		if got := Terminating(uint32(sig)); got != want {
+			t.Errorf("Terminating(%v) = %v, want %v", sig, got, want)
+		}
+	}
+}
+
+func TestExitMapper(t *testing.T) {
+	m := &exitMapper{wasm: map[string]*wasmTask{}}
+	if _, ok := m.killing("native", 15); ok {
+		t.Error("a native task's signal was mapped")
+	}
+	m.add("w")
+	m.setPid("w", 42)
+	if sig, ok := m.killing("w", 19); ok { // SIGSTOP goes through
+		t.Errorf("SIGSTOP mapped to %d", sig)
+	}
+	if sig, ok := m.killing("w", 15); !ok || sig != 9 {
+		t.Errorf("SIGTERM sent as %d, %v; want SIGKILL", sig, ok)
+	}
+	m.killing("w", 2) // a second signal does not replace the first
+	for _, tt := range []struct{ in, want uint32 }{{137, 143}, {0, 0}, {42, 42}} {
+		if got := m.status("w", tt.in); got != tt.want {
+			t.Errorf("status(%d) = %d, want %d", tt.in, got, tt.want)
+		}
+	}
+	if got := m.status("native", 137); got != 137 {
+		t.Errorf("native status mapped to %d", got)
+	}
+	m.remove("w", 7) // another task's late event
+	if got := m.status("w", 137); got != 143 {
+		t.Error("task forgotten by another pid's event")
+	}
+	m.remove("w", 42)
+	if got := m.status("w", 137); got != 137 {
+		t.Error("task not forgotten")
+	}
+}
+
+func TestMapExitStatus(t *testing.T) {
+	for _, tt := range []struct{ status, sig, want uint32 }{
+		{137, 15, 143}, {137, 2, 130}, {137, 9, 137}, {137, 0, 137}, {0, 15, 0}, {42, 15, 42},
+	} {
+		if got := MapExitStatus(tt.status, tt.sig); got != tt.want {
+			t.Errorf("MapExitStatus(%d, %d) = %d, want %d", tt.status, tt.sig, got, tt.want)
+		}
+	}
+}
+
+func TestRuncOptions(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "opts.toml")
+	if err := os.WriteFile(file, []byte("Root = \"/run/from-file\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		in      any
+		want    *runcoptions.Options
+		wantErr string
+	}{
+		{name: "none", in: nil, want: &runcoptions.Options{}},
+		{name: "runc options", in: &runcoptions.Options{BinaryName: "crun", Root: "/r"}, want: &runcoptions.Options{BinaryName: "crun", Root: "/r"}},
+		{name: "CRI body", in: &runtimeoptions.Options{ConfigBody: []byte("BinaryName = \"/usr/sbin/runc\"\nSystemdCgroup = true\nRoot = \"/run/x\"\n")},
+			want: &runcoptions.Options{BinaryName: "/usr/sbin/runc", SystemdCgroup: true, Root: "/run/x"}},
+		{name: "ctr file", in: &runtimeoptions.Options{ConfigPath: file}, want: &runcoptions.Options{Root: "/run/from-file"}},
+		{name: "unknown key", in: &runtimeoptions.Options{ConfigBody: []byte("Bogus = 1\n")}, wantErr: "Bogus"},
+		{name: "bad TOML", in: &runtimeoptions.Options{ConfigBody: []byte("Root = \n")}, wantErr: "runtime options"},
+		{name: "missing file", in: &runtimeoptions.Options{ConfigPath: "/nonexistent/opts.toml"}, wantErr: "/nonexistent/opts.toml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var a typeurl.Any
+			if tt.in != nil {
+				var err error
+				if a, err = typeurl.MarshalAnyToProto(tt.in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := runcOptions(a)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				if tt.name == "unknown key" && !errdefs.IsInvalidArgument(err) {
+					t.Errorf("err %v is not InvalidArgument", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.BinaryName != tt.want.BinaryName || got.Root != tt.want.Root || got.SystemdCgroup != tt.want.SystemdCgroup {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGuestEnv(t *testing.T) {
+	got := guestEnv(&specs.Process{Env: []string{"A=1", "PWD=/wrong", "B="}, Cwd: "/work"})
+	if want := "A=1|B=|PWD=/work"; strings.Join(got, "|") != want {
+		t.Errorf("guestEnv = %q, want %q", strings.Join(got, "|"), want)
+	}
+	if got := guestEnv(&specs.Process{}); strings.Join(got, "|") != "PWD=/" {
+		t.Errorf("guestEnv with no cwd = %q", got)
+	}
+}
