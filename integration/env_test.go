@@ -241,21 +241,26 @@ func (e *env) stop() error {
 	return nil
 }
 
-// shimPids lists running processes of the shim binary.
-func shimPids(shim string) []int {
-	var pids []int
+// pids lists the running processes for which match, given a /proc/PID
+// directory, is true.
+func pids(match func(dir string) bool) []int {
+	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, ent := range ents {
 		var pid int
-		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", ent.Name(), "exe"))
-		if err == nil && (exe == shim || exe == resolved(shim)) {
-			pids = append(pids, pid)
+		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err == nil && match(filepath.Join("/proc", ent.Name())) {
+			out = append(out, pid)
 		}
 	}
-	return pids
+	return out
+}
+
+// shimPids lists running processes of the shim binary.
+func shimPids(shim string) []int {
+	return pids(func(dir string) bool {
+		exe, err := os.Readlink(filepath.Join(dir, "exe"))
+		return err == nil && (exe == shim || exe == resolved(shim))
+	})
 }
 
 func resolved(p string) string {

@@ -107,19 +107,10 @@ func assertClean(t *testing.T, id string) {
 
 // runnerPids lists running Wasm runners (in any container).
 func runnerPids() []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		var pid int
-		if _, err := fmt.Sscanf(ent.Name(), "%d", &pid); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		if err == nil && strings.HasPrefix(string(b), "/dev/.containerd-shim-wasm-runner\x00") {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return pids(func(dir string) bool {
+		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		return err == nil && strings.HasPrefix(string(b), "/dev/.containerd-shim-wasm-runner\x00")
+	})
 }
 
 // background starts a container that keeps running, and returns a function
