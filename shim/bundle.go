@@ -17,10 +17,6 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
-type kind = oci.Kind
-
-const kindWasm = oci.Wasm
-
 // RunnerConfigFile is the runner's configuration in a Wasm container's
 // bundle, mounted read-only at runtime.ConfigPath.
 const RunnerConfigFile = "wasm-runner.json"
@@ -29,7 +25,7 @@ const RunnerConfigFile = "wasm-runner.json"
 // module, checks it and rewrites the bundle's spec so that runc starts the
 // runner. The rootfs is mounted only while that is done: runc's shim mounts
 // it again for the container, and owns its cleanup.
-func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ kind, retErr error) {
+func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kind, retErr error) {
 	spec, err := oci.ReadSpec(r.Bundle)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)

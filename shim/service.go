@@ -17,6 +17,8 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
 )
 
 // service is the task service v3. It delegates to containerd's runc task
@@ -60,7 +62,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		log.G(ctx).WithError(err).WithField("id", r.ID).Error("create failed")
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if kind == kindWasm {
+	if kind == oci.Wasm {
 		s.exits.add(r.ID)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
