@@ -104,8 +104,9 @@ const maxSymlinks = 40
 
 // resolve returns p (relative to the root) with every symlink resolved (the
 // last component's only if follow), or EACCES if any component resolves to
-// a denied file. Components from the first that does not exist on are
-// returned as they are, for the operation to create or report.
+// a denied file. Components that do not exist are kept as they are (the
+// operation creates or reports them), and every component after them is
+// checked all the same.
 func (c *ConfinedFS) resolve(p string, follow bool) (string, experimentalsys.Errno) {
 	rest := splitPath(p)
 	cur := "."
@@ -120,7 +121,13 @@ func (c *ConfinedFS) resolve(p string, follow bool) (string, experimentalsys.Err
 		next := path.Join(cur, comp)
 		st, errno := c.FS.Lstat(next)
 		if errno == experimentalsys.ENOENT {
-			return path.Join(append([]string{next}, rest...)...), 0
+			// Keep walking: a later ".." must not lexically skip the check
+			// of what follows (as in a symlink to "missing/../proc").
+			if len(rest) == 0 {
+				return next, 0
+			}
+			cur = next
+			continue
 		}
 		if errno != 0 {
 			return "", errno
