@@ -37,7 +37,12 @@ func NewResolver(bundle string, s *specs.Spec) *Resolver {
 	for _, m := range s.Mounts {
 		mp := mountPoint{dest: path.Clean("/" + m.Destination), fstype: m.Type}
 		if isBind(m) {
+			// runc mounts what a symlinked source leads to on the host: the
+			// mount point is that directory, not a link in the container.
 			mp.source = m.Source
+			if real, err := filepath.EvalSymlinks(m.Source); err == nil {
+				mp.source = real
+			}
 			mp.fstype = "bind"
 		}
 		r.mounts = append(r.mounts, mp)
@@ -56,6 +61,13 @@ func isBind(m specs.Mount) bool {
 // resolution. ok is false when the path lies under a mount whose content does
 // not exist before the container starts.
 func (r *Resolver) hostPath(p string) (host string, fstype string, ok bool) {
+	host, fstype, _, ok = r.lookup(p)
+	return host, fstype, ok
+}
+
+// lookup is hostPath that also returns the index of the mount p is under
+// (-1 for the rootfs).
+func (r *Resolver) lookup(p string) (host string, fstype string, mount int, ok bool) {
 	best := -1
 	for i, m := range r.mounts {
 		if p == m.dest || m.dest == "/" || strings.HasPrefix(p, m.dest+"/") {
@@ -65,14 +77,26 @@ func (r *Resolver) hostPath(p string) (host string, fstype string, ok bool) {
 		}
 	}
 	if best < 0 {
-		return filepath.Join(r.root, p), "", true
+		return filepath.Join(r.root, p), "", -1, true
 	}
 	m := r.mounts[best]
 	if m.source == "" {
-		return "", m.fstype, false
+		return "", m.fstype, best, false
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(p, m.dest), "/")
-	return filepath.Join(m.source, rel), "", true
+	return filepath.Join(m.source, rel), "", best, true
+}
+
+// bindBelow reports whether a bind mount listed after mount index after lies
+// strictly below the container directory dir: then dir exists once the
+// container starts, even on a file system that is empty before.
+func (r *Resolver) bindBelow(dir string, after int) bool {
+	for _, m := range r.mounts[after+1:] {
+		if m.source != "" && strings.HasPrefix(m.dest, dir+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Resolve follows every symlink in the container path p (absolute, or
@@ -90,7 +114,11 @@ func (r *Resolver) Resolve(p string) (resolved, host string, err error) {
 			continue
 		}
 		next := path.Join(cur, comp)
-		h, fstype, ok := r.hostPath(next)
+		h, fstype, mount, ok := r.lookup(next)
+		if !ok && len(rest) > 0 && r.bindBelow(next, mount) {
+			cur = next // a directory on the way to a deeper bind mount
+			continue
+		}
 		if !ok {
 			return "", "", fmt.Errorf("%s is on a %s mount, which is empty before the container starts: %w", next, fstype, fs.ErrNotExist)
 		}

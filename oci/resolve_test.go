@@ -232,6 +232,8 @@ func TestResolveMounts(t *testing.T) {
 	writeHostFile(t, single, "single", 0o644)
 
 	b.file("/data/only-in-rootfs", "hidden by the bind mount", 0o644)
+	b.file("/data2/x", "a sibling of the mount point, not under it", 0o644)
+	b.file("/database", "a file whose name starts with the mount point's", 0o644)
 	b.file("/dev/x", "hidden by the tmpfs", 0o644)
 	b.file("/proc/1/mem", "hidden by proc", 0o644)
 	b.file("/opt/real", "real", 0o644)
@@ -266,6 +268,8 @@ func TestResolveMounts(t *testing.T) {
 		{"/data/abs-link", "/opt/real", b.host("/opt/real")},
 		{"/data/rel-link", "/escape", b.host("/escape")},
 		{"/data/only-in-rootfs", "", ""},
+		{"/data2/x", "/data2/x", b.host("/data2/x")},
+		{"/database", "/database", b.host("/database")},
 		{"/dev/x", "", ""},
 		{"/link-to-dev", "", ""},
 		{"/proc/1/mem", "", ""},
@@ -367,5 +371,51 @@ func TestReadWriteSpec(t *testing.T) {
 				t.Errorf("ReadSpec = %+v, want an error", s)
 			}
 		})
+	}
+}
+
+// TestResolveBindSourceSymlink binds a host path that is a symlink: runc
+// mounts what the link points to on the host, so the mount point is a
+// directory in the container, not a link to resolve in the container's view.
+func TestResolveBindSourceSymlink(t *testing.T) {
+	b := newOCIBundle(t)
+	host := t.TempDir()
+	writeHostFile(t, filepath.Join(host, "real", "m.wasm"), wasmBytes, 0o644)
+	if err := os.Symlink(filepath.Join(host, "real"), filepath.Join(host, "link")); err != nil {
+		t.Fatal(err)
+	}
+	b.spec.Mounts = []specs.Mount{{Destination: "/data", Type: "bind", Source: filepath.Join(host, "link"), Options: []string{"rbind"}}}
+	resolved, h, err := NewResolver(b.dir, b.spec).Resolve("/data/m.wasm")
+	if err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	if resolved != "/data/m.wasm" {
+		t.Errorf("resolved = %q, want /data/m.wasm", resolved)
+	}
+	if real, err := filepath.EvalSymlinks(h); err != nil || real != filepath.Join(host, "real", "m.wasm") {
+		t.Errorf("host = %q (%q, %v), want the module under the bind source", h, real, err)
+	}
+}
+
+// TestResolveBindUnderTmpfs binds a directory below a tmpfs mount point, as
+// `--tmpfs /tmp --mount type=bind,dst=/tmp/app` does: the tmpfs is empty,
+// but the path to the bind mount exists once the container starts.
+func TestResolveBindUnderTmpfs(t *testing.T) {
+	b := newOCIBundle(t)
+	vol := t.TempDir()
+	writeHostFile(t, filepath.Join(vol, "m.wasm"), wasmBytes, 0o644)
+	b.spec.Mounts = []specs.Mount{
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs"},
+		{Destination: "/tmp/app", Type: "bind", Source: vol, Options: []string{"rbind"}},
+	}
+	resolved, h, err := NewResolver(b.dir, b.spec).Resolve("/tmp/app/m.wasm")
+	if err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	if resolved != "/tmp/app/m.wasm" || h != filepath.Join(vol, "m.wasm") {
+		t.Errorf("Resolve = %q, %q; want /tmp/app/m.wasm, %q", resolved, h, filepath.Join(vol, "m.wasm"))
+	}
+	if _, _, err := NewResolver(b.dir, b.spec).Resolve("/tmp/other"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Resolve(/tmp/other) error = %v, want ErrNotExist", err)
 	}
 }

@@ -43,7 +43,7 @@ func runcOptions(a typeurl.Any) (*runcoptions.Options, error) {
 		body := o.ConfigBody
 		if len(body) == 0 && o.ConfigPath != "" {
 			if body, err = os.ReadFile(o.ConfigPath); err != nil {
-				return nil, fmt.Errorf("read runtime options: %w", err)
+				return nil, fmt.Errorf("read runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
 			}
 		}
 		var opts Options

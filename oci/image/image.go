@@ -149,6 +149,7 @@ func (img *Image) WriteTar(w io.Writer) error {
 
 // refName is the tag of a reference, "latest" if it has none.
 func refName(name string) string {
+	name, _, _ = strings.Cut(name, "@") // a digest is not a tag
 	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
 		return name[i+1:]
 	}
