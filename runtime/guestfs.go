@@ -108,6 +108,20 @@ const maxSymlinks = 40
 // operation creates or reports them), and every component after them is
 // checked all the same.
 func (c *ConfinedFS) resolve(p string, follow bool) (string, experimentalsys.Errno) {
+	r, errno := c.walk(p, follow || hasTrailingSlash(p))
+	if errno == 0 && hasTrailingSlash(p) && r != "." {
+		r += "/" // "file/" must still fail with ENOTDIR, as the kernel says
+	}
+	return r, errno
+}
+
+// hasTrailingSlash reports whether p names a directory by its form: "d/" or
+// "d/.". Such a path follows a final symlink.
+func hasTrailingSlash(p string) bool {
+	return strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.")
+}
+
+func (c *ConfinedFS) walk(p string, follow bool) (string, experimentalsys.Errno) {
 	rest := splitPath(p)
 	cur := "."
 	links := 0

@@ -167,3 +167,37 @@ func TestConfinedFSFiles(t *testing.T) {
 		t.Errorf("created file: %q, %v", b, err)
 	}
 }
+
+// TestConfinedFSTrailingSlash: a trailing slash keeps its meaning ("must be
+// a directory"), as the WASI test suite checks.
+func TestConfinedFSTrailingSlash(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("dir", filepath.Join(dir, "dirlink")); err != nil {
+		t.Fatal(err)
+	}
+	deny, _ := NewDenylist(strings.NewReader(""))
+	fs := NewConfinedFS(sysfs.DirFS(dir), deny)
+	if _, errno := fs.OpenFile("file/", experimentalsys.O_RDONLY, 0); errno != experimentalsys.ENOTDIR {
+		t.Errorf(`OpenFile("file/") errno %v, want ENOTDIR`, errno)
+	}
+	if errno := fs.Unlink("file/"); errno == 0 {
+		t.Error(`Unlink("file/") succeeded`)
+	}
+	if errno := fs.Symlink("file", "newlink/"); errno == 0 {
+		t.Error(`Symlink to "newlink/" succeeded`)
+	}
+	if st, errno := fs.Lstat("dirlink/"); errno != 0 || !st.Mode.IsDir() {
+		t.Errorf(`Lstat("dirlink/") = %v, %v; want the directory it links to`, st.Mode, errno)
+	}
+	f, errno := fs.OpenFile("dir/", experimentalsys.O_RDONLY|experimentalsys.O_DIRECTORY, 0)
+	if errno != 0 {
+		t.Fatalf(`OpenFile("dir/"): %v`, errno)
+	}
+	f.Close()
+}
