@@ -133,6 +133,14 @@ func TestGuestConfinement(t *testing.T) {
 			t.Errorf("guest opened %s for writing: %q", p, line)
 		}
 	}
+	// Nor through symlinks the guest makes itself, however they are spelt.
+	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-config"}
+	l := run(t, nil, append([]string{"/probe.wasm", "linkopen"}, targets...)...)
+	for _, target := range targets {
+		if line := findLine(l.stdout, "linkopen "+target+": "); !strings.Contains(line, "refused") {
+			t.Errorf("guest reached %s through its own symlink: %q (stderr %q)", target, line, l.stderr)
+		}
+	}
 	// The guest does see the rest of its root.
 	if r := run(t, nil, "/probe.wasm", "open", "/data/hello.txt"); !strings.Contains(r.stdout, "OPENED") {
 		t.Errorf("guest cannot open its own files: %q", r.stdout)

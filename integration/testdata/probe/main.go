@@ -73,6 +73,21 @@ func main() {
 			f.Close()
 			fmt.Printf("openw %s: OPENED\n", p)
 		}
+	case "linkopen": // make a symlink to each target, then open through it
+		for i, target := range args {
+			link := fmt.Sprintf("/tmp/link-%d", i)
+			if err := os.Symlink(target, link); err != nil {
+				fmt.Printf("linkopen %s: refused: symlink: %v\n", target, err)
+				continue
+			}
+			f, err := os.Open(link)
+			if err != nil {
+				fmt.Printf("linkopen %s: refused: %v\n", target, err)
+				continue
+			}
+			f.Close()
+			fmt.Printf("linkopen %s: OPENED\n", target)
+		}
 	case "ls":
 		ents, err := os.ReadDir(args[0])
 		check(err)
