@@ -106,7 +106,7 @@ func TestGuestConfinement(t *testing.T) {
 	paths := []string{
 		"/proc/self/mem", "/proc/self/fd/0", "/proc/self/fd", "/proc/1/environ", "/proc",
 		"/sys", "/sys/kernel", "/mem-link", "/fd-link", "/fd-link/1",
-		"/dev/.containerd-shim-wasm-runner", "/dev/.containerd-shim-wasm-config",
+		"/dev/.containerd-shim-wasm-runner",
 		secret, "/../../../../.." + secret, "/escape-link", "/escape-dir/" + hostSecretName,
 		"/data/../../../.." + secret,
 	}
@@ -134,12 +134,16 @@ func TestGuestConfinement(t *testing.T) {
 		}
 	}
 	// Nor through symlinks the guest makes itself, however they are spelt.
-	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-config"}
+	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-runner"}
 	l := run(t, nil, append([]string{"/probe.wasm", "linkopen"}, targets...)...)
 	for _, target := range targets {
 		if line := findLine(l.stdout, "linkopen "+target+": "); !strings.Contains(line, "refused") {
 			t.Errorf("guest reached %s through its own symlink: %q (stderr %q)", target, line, l.stderr)
 		}
+	}
+	// The runner's configuration is no file in the container.
+	if r := run(t, nil, "/probe.wasm", "ls", "/dev"); strings.Contains(r.stdout, "config") || !strings.Contains(r.stdout, ".containerd-shim-wasm-runner") {
+		t.Errorf("/dev in the container holds %q; want the runner and no configuration file", r.stdout)
 	}
 	// The guest does see the rest of its root.
 	if r := run(t, nil, "/probe.wasm", "open", "/data/hello.txt"); !strings.Contains(r.stdout, "OPENED") {

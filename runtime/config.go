@@ -10,8 +10,10 @@ const (
 	// RunnerPath is where the shim mounts the runner binary in a Wasm
 	// container, and the runner's argv[0] there.
 	RunnerPath = "/dev/.containerd-shim-wasm-runner"
-	// ConfigPath is where the shim mounts the runner's Config.
-	ConfigPath = "/dev/.containerd-shim-wasm-config"
+	// ConfigFD is the descriptor on which the runner finds its Config: the
+	// shim has runc preserve it into the container (--preserve-fds), and the
+	// runner closes it once read. It is never a file in the container.
+	ConfigFD = 3
 )
 
 // Config is what the shim tells the runner about the guest it runs.
@@ -31,10 +33,13 @@ func (c *Config) Encode(w io.Writer) error {
 	return json.NewEncoder(w).Encode(c)
 }
 
+// maxConfig bounds what the runner reads as its Config.
+const maxConfig = 64 << 20
+
 // DecodeConfig reads a Config written by Encode.
 func DecodeConfig(r io.Reader) (*Config, error) {
 	var c Config
-	if err := json.NewDecoder(r).Decode(&c); err != nil {
+	if err := json.NewDecoder(io.LimitReader(r, maxConfig)).Decode(&c); err != nil {
 		return nil, fmt.Errorf("decode runner config: %w", err)
 	}
 	if c.Module == "" || c.Func == "" {

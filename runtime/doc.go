@@ -7,13 +7,14 @@
 // container's process, so the guest lives in the container's namespaces and
 // cgroup. The runner:
 //
-//   - starts with a fixed environment, so nothing in the image tunes its Go
-//     runtime (GOGC, GOMAXPROCS, GODEBUG, GOMEMLIMIT);
-//   - closes every descriptor it inherited beyond stdio, then reads its
-//     Config from ConfigPath and closes that too;
+//   - starts with an empty environment, so nothing in the image tunes its
+//     Go runtime (GOGC, GOMAXPROCS, GODEBUG, GOMEMLIMIT);
+//   - reads its Config from descriptor ConfigFD (a sealed memfd the shim
+//     has runc preserve into the container) and closes it, then closes
+//     every other descriptor it inherited beyond stdio;
 //   - pre-opens the container root as "/" through a file system that refuses
 //     procfs, sysfs and the other kernel interface file systems, and the
-//     runner's own files, checked on what a path resolves to;
+//     runner's own binary, checked on what a path resolves to;
 //   - gives the guest real clocks, sleep and random, its args, process.env
 //     plus PWD, and the container's stdio;
 //   - maps the guest's end to an exit status (see ExitStatus).

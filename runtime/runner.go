@@ -25,20 +25,38 @@ type Stdio struct {
 
 // Main is the runner's entry point inside a container: it returns the exit
 // status of the process. It must run before anything else in the process
-// opens a file, as it closes every inherited descriptor beyond stdio.
+// opens a file: it reads its Config from ConfigFD, then closes every
+// descriptor it inherited beyond stdio.
 func Main() int {
-	// runc keeps only stdio open across exec, but a runner must not trust
-	// that: a leaked descriptor is a way out of the container.
+	cfg, err := readConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
+		return ExitRunner
+	}
+	// runc keeps only stdio and the preserved ConfigFD open across exec, but
+	// a runner must not trust that: a leaked descriptor is a way out.
 	if err := closeInherited(); err != nil {
 		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: close inherited descriptors: %v\n", err)
 		return ExitRunner
 	}
-	cfg, deny, err := setup()
+	deny, err := denylist()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
 		return ExitRunner
 	}
 	return Run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr})
+}
+
+// readConfig reads the Config from ConfigFD and closes it. The shim's file
+// is shared with it, offset included, so it is read from its start.
+func readConfig() (*Config, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(ConfigFD, &st); err != nil {
+		return nil, fmt.Errorf("no configuration on descriptor %d: %w", ConfigFD, err)
+	}
+	f := os.NewFile(ConfigFD, "config")
+	defer f.Close()
+	return DecodeConfig(io.NewSectionReader(f, 0, st.Size))
 }
 
 // closeInherited closes every descriptor above stdio but the Go runtime's
@@ -68,34 +86,24 @@ func closeInherited() error {
 	return nil
 }
 
-// setup reads the runner's configuration and builds the guest's Denylist.
-func setup() (*Config, *Denylist, error) {
-	f, err := os.Open(ConfigPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open config: %w", err)
-	}
-	cfg, err := DecodeConfig(f)
-	f.Close()
-	if err != nil {
-		return nil, nil, err
-	}
+// denylist builds the guest's Denylist: the kernel interface file systems
+// of this mount namespace, and the runner's own binary.
+func denylist() (*Denylist, error) {
 	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return nil, nil, fmt.Errorf("the guest's file system confinement needs /proc mounted in the container: %w", err)
+		return nil, fmt.Errorf("the guest's file system confinement needs /proc mounted in the container: %w", err)
 	}
 	deny, err := NewDenylist(mi)
 	mi.Close()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	for _, p := range []string{RunnerPath, ConfigPath} {
-		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return nil, nil, fmt.Errorf("stat %s: %w", p, err)
-		}
-		deny.DenyFile(st.Dev, st.Ino, p)
+	var st unix.Stat_t
+	if err := unix.Stat(RunnerPath, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", RunnerPath, err)
 	}
-	return cfg, deny, nil
+	deny.DenyFile(st.Dev, st.Ino, RunnerPath)
+	return deny, nil
 }
 
 // DirFS returns the host directory dir, confined by deny, as the guest's

@@ -17,18 +17,15 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
-// RunnerConfigFile is the runner's configuration in a Wasm container's
-// bundle, mounted read-only at runtime.ConfigPath.
-const RunnerConfigFile = "wasm-runner.json"
-
 // prepareBundle finds out what the container's entrypoint is and, for a Wasm
-// module, checks it and rewrites the bundle's spec so that runc starts the
-// runner. The rootfs is mounted only while that is done: runc's shim mounts
-// it again for the container, and owns its cleanup.
-func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kind, retErr error) {
+// module, checks it, rewrites the bundle's spec so that runc starts the
+// runner, and returns the runner's configuration. The rootfs is mounted only
+// while that is done: runc's shim mounts it again for the container, and
+// owns its cleanup.
+func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kind, _ *runtime.Config, retErr error) {
 	spec, err := oci.ReadSpec(r.Bundle)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		return 0, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
@@ -37,10 +34,10 @@ func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kin
 			mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options})
 		}
 		if err := os.Mkdir(rootfs, 0o711); err != nil && !os.IsExist(err) {
-			return 0, fmt.Errorf("create rootfs mount point: %w", err)
+			return 0, nil, fmt.Errorf("create rootfs mount point: %w", err)
 		}
 		if err := mount.All(mounts, rootfs); err != nil {
-			return 0, fmt.Errorf("mount rootfs to inspect the entrypoint: %w", err)
+			return 0, nil, fmt.Errorf("mount rootfs to inspect the entrypoint: %w", err)
 		}
 		defer func() {
 			if err := mount.UnmountMounts(mounts, rootfs, 0); err != nil {
@@ -54,60 +51,52 @@ func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kin
 	ep, err := oci.Detect(r.Bundle, spec)
 	if err != nil {
 		if errors.Is(err, oci.ErrBadEntrypoint) {
-			return 0, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			return 0, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 		}
-		return 0, err
+		return 0, nil, err
 	}
 	log.G(ctx).WithField("id", r.ID).Debugf("entrypoint %s is %s", ep.Path, ep.Kind)
 	if ep.Kind != oci.Wasm {
-		return ep.Kind, nil
+		return ep.Kind, nil, nil
 	}
 	if err := checkModule(ctx, ep); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	if err := writeRunnerSpec(r.Bundle, spec, ep); err != nil {
-		return 0, err
+	cfg, err := writeRunnerSpec(r.Bundle, spec, ep)
+	if err != nil {
+		return 0, nil, err
 	}
-	return ep.Kind, nil
+	return ep.Kind, cfg, nil
 }
 
-// writeRunnerSpec writes the runner's configuration into the bundle and
-// rewrites the spec so that the container's process is the runner, with a
-// fixed environment, and the two are bind-mounted read-only under /dev (a
-// tmpfs of the container's own), leaving the image's rootfs untouched.
-func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint) error {
+// writeRunnerSpec rewrites the spec so that the container's process is the
+// runner, with an empty environment, bind-mounted read-only from the shim's
+// own binary on the container's /dev (a tmpfs of its own), leaving the
+// image's rootfs untouched. It returns the runner's configuration, which
+// reaches the runner as a descriptor, never as a file in the container.
+func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint) (*runtime.Config, error) {
 	if !hasDevTmpfs(spec) {
-		return fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("find the shim's binary for the runner: %w", err)
+		return nil, fmt.Errorf("find the shim's binary for the runner: %w", err)
 	}
-	cfg := runtime.Config{
+	cfg := &runtime.Config{
 		Module: ep.Path,
 		Func:   ep.Func,
 		Args:   append([]string{ep.Arg0}, spec.Process.Args[1:]...),
 		Env:    guestEnv(spec.Process),
 	}
-	cfgPath := filepath.Join(bundle, RunnerConfigFile)
-	f, err := os.OpenFile(cfgPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o444)
-	if err != nil {
-		return fmt.Errorf("write runner config: %w", err)
-	}
-	err = cfg.Encode(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write runner config: %w", err)
-	}
 	spec.Process.Args = []string{runtime.RunnerPath}
 	spec.Process.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
 	spec.Mounts = append(spec.Mounts,
 		specs.Mount{Destination: runtime.RunnerPath, Type: "bind", Source: self, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
-		specs.Mount{Destination: runtime.ConfigPath, Type: "bind", Source: cfgPath, Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
 	)
-	return oci.WriteSpec(bundle, spec)
+	if err := oci.WriteSpec(bundle, spec); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // guestEnv is process.env with PWD set to process.cwd.

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
@@ -27,7 +29,8 @@ import (
 // and in every exit status it reports.
 type service struct {
 	taskAPI.TTRPCTaskService
-	exits *exitMapper
+	exits   *exitMapper
+	configs *configMonitor
 }
 
 // NewTaskService returns the task service, publishing events through
@@ -38,7 +41,11 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	if err != nil {
 		return nil, fmt.Errorf("create runc task service: %w", err)
 	}
-	return &service{TTRPCTaskService: inner, exits: exits}, nil
+	// The runc task service has set go-runc's monitor to the shim's reaper;
+	// wrap it so that `runc create` can hand the runner its configuration.
+	configs := newConfigMonitor(runc.Monitor)
+	runc.Monitor = configs
+	return &service{TTRPCTaskService: inner, exits: exits, configs: configs}, nil
 }
 
 // RegisterTTRPC registers the service on the shim's ttrpc server.
@@ -57,12 +64,22 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if r.Options, err = typeurl.MarshalAnyToProto(opts); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runc options: %w", err))
 	}
-	kind, err := prepareBundle(ctx, r)
+	kind, cfg, err := prepareBundle(ctx, r)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("id", r.ID).Error("create failed")
 		return nil, errgrpc.ToGRPC(err)
 	}
 	if kind == oci.Wasm {
+		var buf bytes.Buffer
+		if err := cfg.Encode(&buf); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
+		}
+		f, err := sealedFile("containerd-shim-wasm-config", buf.Bytes())
+		if err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		defer f.Close()
+		defer s.configs.register(r.Bundle, f)()
 		s.exits.add(r.ID)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)

@@ -1,0 +1,90 @@
+package shim
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+
+	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
+)
+
+// configMonitor is go-runc's process monitor (the shim's reaper) with one
+// addition: a `runc create` of a bundle whose runner configuration is
+// registered gets that file as an extra descriptor, preserved into the
+// container (`--preserve-fds 1`), so the runner finds it as
+// runtime.ConfigFD. runc's shim packages start runc through this monitor
+// but pass no extra files themselves, so this is the one place where the
+// descriptor can be handed over without re-implementing their plumbing.
+type configMonitor struct {
+	runc.ProcessMonitor
+	mu    sync.Mutex
+	files map[string]*os.File // by bundle path
+}
+
+func newConfigMonitor(inner runc.ProcessMonitor) *configMonitor {
+	return &configMonitor{ProcessMonitor: inner, files: map[string]*os.File{}}
+}
+
+// register hands f to the next `runc create` of bundle; the returned
+// function withdraws it (call it once create has returned).
+func (m *configMonitor) register(bundle string, f *os.File) func() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.files[bundle] = f
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		delete(m.files, bundle)
+	}
+}
+
+// Start implements runc.ProcessMonitor.
+func (m *configMonitor) Start(c *exec.Cmd) (chan runc.Exit, error) {
+	m.inject(c)
+	return m.ProcessMonitor.Start(c)
+}
+
+// StartLocked implements runc.ProcessMonitor.
+func (m *configMonitor) StartLocked(c *exec.Cmd) (chan runc.Exit, error) {
+	m.inject(c)
+	return m.ProcessMonitor.StartLocked(c)
+}
+
+// inject adds the registered file to a `runc ... create --bundle B ...`.
+func (m *configMonitor) inject(c *exec.Cmd) {
+	i := slices.Index(c.Args, "create")
+	if i < 0 || i+2 >= len(c.Args) || c.Args[i+1] != "--bundle" || len(c.ExtraFiles) != 0 {
+		return
+	}
+	m.mu.Lock()
+	f := m.files[c.Args[i+2]]
+	m.mu.Unlock()
+	if f == nil {
+		return
+	}
+	c.ExtraFiles = []*os.File{f}
+	c.Args = slices.Insert(c.Args, i+1, "--preserve-fds", strconv.Itoa(len(c.ExtraFiles)))
+}
+
+// sealedFile returns a read-only, sealed memfd holding data: no file in any
+// file system, and no later write can change what the runner reads.
+func sealedFile(name string, data []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd for %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write %s: %w", name, err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal %s: %w", name, err)
+	}
+	return f, nil
+}
