@@ -9,8 +9,9 @@
 //   - Create resolves process.args[0] in the container's root (package oci);
 //     a Wasm module is checked in a short-lived helper process, then the
 //     spec is rewritten so that runc starts the runner (package runtime),
-//     bind-mounted read-only from the shim's own binary, with its
-//     configuration mounted beside it. Native programs run unchanged.
+//     bind-mounted read-only from the shim's own binary; its configuration
+//     reaches it as a descriptor that `runc create` preserves into the
+//     container (see configMonitor). Native programs run unchanged.
 //   - Kill turns a terminating signal to a Wasm task into SIGKILL (a WASI
 //     preview 1 guest cannot handle signals and Go cannot preempt a spinning
 //     guest) and the exit is reported as 128 + the requested signal.
