@@ -174,6 +174,8 @@ func TestKill(t *testing.T) {
 		{"SIGINT", []string{"spin"}, "SIGINT", 130},
 		{"SIGKILL", []string{"spin"}, "SIGKILL", 137},
 		{"SIGTERM sleeping", []string{"sleep"}, "SIGTERM", 143},
+		{"SIGTERM to all processes", []string{"spin"}, "SIGTERM --all", 143},
+		{"SIGHUP", []string{"spin"}, "SIGHUP", 129},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,7 +186,12 @@ func TestKill(t *testing.T) {
 			}
 			b.waitOutput(t, want)
 			start := time.Now()
-			if _, stderr, err := e.ctr("task", "kill", "-s", tt.signal, b.id); err != nil {
+			sig, all, _ := strings.Cut(tt.signal, " ")
+			args := []string{"task", "kill", "-s", sig, b.id}
+			if all != "" {
+				args = []string{"task", "kill", all, "-s", sig, b.id}
+			}
+			if _, stderr, err := e.ctr(args...); err != nil {
 				t.Fatalf("kill: %v: %s", err, stderr)
 			}
 			r := b.wait(t, 10*time.Second)
@@ -240,4 +247,49 @@ func TestRunnerDescriptors(t *testing.T) {
 			t.Errorf("runner environment has %q; it must be fixed", kv)
 		}
 	}
+}
+
+// TestStopSignals: stop and continue signals reach a Wasm task as they are
+// (only terminating signals become SIGKILL).
+func TestStopSignals(t *testing.T) {
+	b := startBackground(t, nil, "/probe.wasm", "spin")
+	b.waitOutput(t, "spinning")
+	pids := runnerPids()
+	if len(pids) != 1 {
+		t.Fatalf("runner processes %v, want one", pids)
+	}
+	state := func() string {
+		s, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pids[0]), "status"))
+		for _, l := range strings.Split(string(s), "\n") {
+			if strings.HasPrefix(l, "State:") {
+				return strings.Fields(l)[1]
+			}
+		}
+		return ""
+	}
+	// The thread group leader's state: T when stopped; otherwise R or S
+	// (the guest may spin on another thread).
+	waitState := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for (want == "T") != (state() == "T") {
+			if time.Now().After(deadline) {
+				t.Fatalf("runner state %q, want %q", state(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for _, step := range []struct{ sig, state string }{{"SIGSTOP", "T"}, {"SIGCONT", "running"}} {
+		if _, stderr, err := e.ctr("task", "kill", "-s", step.sig, b.id); err != nil {
+			t.Fatalf("kill -s %s: %v: %s", step.sig, err, stderr)
+		}
+		waitState(step.state)
+	}
+	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", b.id); err != nil {
+		t.Fatalf("kill: %v: %s", err, stderr)
+	}
+	if r := b.wait(t, 10*time.Second); r.code != 143 {
+		t.Errorf("exit status %d, want 143", r.code)
+	}
+	assertClean(t, b.id)
 }
