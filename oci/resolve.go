@@ -11,10 +11,9 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// maxSymlinks bounds symlink expansion, as the kernel's ELOOP limit does.
-const maxSymlinks = 40
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/pathwalk"
+)
 
 // Resolver maps paths inside a container, before it starts, to host paths:
 // the root file system with the spec's bind mounts laid over it. Symlinks are
@@ -103,58 +102,49 @@ func (r *Resolver) bindBelow(dir string, after int) bool {
 // relative to "/") inside the container's view. It returns the resolved
 // container path and the host path of the same file.
 func (r *Resolver) Resolve(p string) (resolved, host string, err error) {
-	rest := split(p)
-	cur := "/"
-	links := 0
-	for len(rest) > 0 {
-		comp := rest[0]
-		rest = rest[1:]
-		if comp == ".." {
-			cur = path.Dir(cur)
-			continue
-		}
-		next := path.Join(cur, comp)
-		h, fstype, mount, ok := r.lookup(next)
-		if !ok && len(rest) > 0 && r.bindBelow(next, mount) {
-			cur = next // a directory on the way to a deeper bind mount
-			continue
-		}
-		if !ok {
-			return "", "", fmt.Errorf("%s is on a %s mount, which is empty before the container starts: %w", next, fstype, fs.ErrNotExist)
-		}
-		fi, err := os.Lstat(h)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return "", "", fmt.Errorf("%s: %w", next, fs.ErrNotExist)
-			}
-			return "", "", fmt.Errorf("%s: %w", next, err)
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			cur = next
-			continue
-		}
-		if links++; links > maxSymlinks {
-			return "", "", fmt.Errorf("%s: too many levels of symbolic links", p)
-		}
-		target, err := os.Readlink(h)
-		if err != nil {
-			return "", "", fmt.Errorf("%s: %w", next, err)
-		}
-		if path.IsAbs(target) {
-			cur = "/"
-		}
-		rest = append(split(target), rest...)
+	resolved, err = pathwalk.Walk(containerView{r}, p, true)
+	if errors.Is(err, pathwalk.ErrLoop) {
+		return "", "", fmt.Errorf("%s: %w", p, err)
 	}
-	h, _, _ := r.hostPath(cur)
-	return cur, h, nil
+	if err != nil {
+		return "", "", err
+	}
+	host, _, _ = r.hostPath(resolved)
+	return resolved, host, nil
 }
 
-func split(p string) []string {
-	var out []string
-	for _, c := range strings.Split(p, "/") {
-		if c != "" && c != "." {
-			out = append(out, c)
+// containerView is the container's file system as pathwalk sees it: a
+// missing component is an error, and so is one on a mount that is empty
+// before the container starts, unless a later bind mount lies below it.
+type containerView struct{ r *Resolver }
+
+func (v containerView) Lstat(p string) (pathwalk.Kind, error) {
+	r := v.r
+	h, fstype, mount, ok := r.lookup(p)
+	if !ok {
+		if r.bindBelow(p, mount) {
+			return pathwalk.Other, nil // a directory on the way to a deeper bind mount
 		}
+		return 0, fmt.Errorf("%s is on a %s mount, which is empty before the container starts: %w", p, fstype, fs.ErrNotExist)
 	}
-	return out
+	fi, err := os.Lstat(h)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+		}
+		return 0, fmt.Errorf("%s: %w", p, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return pathwalk.Symlink, nil
+	}
+	return pathwalk.Other, nil
+}
+
+func (v containerView) Readlink(p string) (string, error) {
+	h, _, _ := v.r.hostPath(p)
+	target, err := os.Readlink(h)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	return target, nil
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/pathwalk"
 )
 
 // ociBundle is a test bundle: a directory holding rootfs/ and a spec whose
@@ -181,10 +183,10 @@ func TestResolveLoops(t *testing.T) {
 	b.symlink("/dir/up", "../dir/up")
 	b.symlink("/deep", "/deep/x")
 	// 40 chained links resolve; 41 do not.
-	for i := 0; i < maxSymlinks+1; i++ {
+	for i := 0; i < pathwalk.MaxSymlinks+1; i++ {
 		b.symlink("/chain/"+strconv.Itoa(i), strconv.Itoa(i+1))
 	}
-	b.file("/chain/"+strconv.Itoa(maxSymlinks+1), "end", 0o644)
+	b.file("/chain/"+strconv.Itoa(pathwalk.MaxSymlinks+1), "end", 0o644)
 
 	r := NewResolver(b.dir, b.spec)
 	for _, p := range []string{"/a", "/b", "/self", "/dir/up", "/a/x", "/deep", "/chain/0"} {
@@ -206,7 +208,7 @@ func TestResolveLoops(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Resolve: %v", err)
 		}
-		if want := "/chain/" + strconv.Itoa(maxSymlinks+1); resolved != want {
+		if want := "/chain/" + strconv.Itoa(pathwalk.MaxSymlinks+1); resolved != want {
 			t.Errorf("resolved = %q, want %q", resolved, want)
 		}
 	})

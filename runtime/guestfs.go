@@ -2,16 +2,18 @@ package runtime
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"path"
 	"strconv"
 	"strings"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/sys"
 	"golang.org/x/sys/unix"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/pathwalk"
 )
 
 // deniedFSTypes are the kernel interface file systems a guest may never
@@ -99,83 +101,63 @@ func NewConfinedFS(inner experimentalsys.FS, deny *Denylist) *ConfinedFS {
 	return &ConfinedFS{FS: inner, deny: deny}
 }
 
-// maxSymlinks bounds symlink expansion, as the kernel's ELOOP limit does.
-const maxSymlinks = 40
-
 // resolve returns p (relative to the root) with every symlink resolved (the
 // last component's only if follow), or EACCES if any component resolves to
 // a denied file. Components that do not exist are kept as they are (the
 // operation creates or reports them), and every component after them is
-// checked all the same.
+// checked all the same: "missing/../proc" is refused.
 func (c *ConfinedFS) resolve(p string, follow bool) (string, experimentalsys.Errno) {
-	r, errno := c.walk(p, follow || hasTrailingSlash(p))
-	if errno == 0 && hasTrailingSlash(p) && r != "." {
-		r += "/" // "file/" must still fail with ENOTDIR, as the kernel says
-	}
-	return r, errno
-}
-
-// hasTrailingSlash reports whether p names a directory by its form: "d/" or
-// "d/.". Such a path follows a final symlink.
-func hasTrailingSlash(p string) bool {
-	return strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.")
-}
-
-func (c *ConfinedFS) walk(p string, follow bool) (string, experimentalsys.Errno) {
-	rest := splitPath(p)
-	cur := "."
-	links := 0
-	for len(rest) > 0 {
-		comp := rest[0]
-		rest = rest[1:]
-		if comp == ".." {
-			cur = path.Dir(cur)
-			continue
-		}
-		next := path.Join(cur, comp)
-		st, errno := c.FS.Lstat(next)
-		if errno == experimentalsys.ENOENT {
-			// Keep walking: a later ".." must not lexically skip the check
-			// of what follows (as in a symlink to "missing/../proc").
-			if len(rest) == 0 {
-				return next, 0
-			}
-			cur = next
-			continue
-		}
-		if errno != 0 {
-			return "", errno
-		}
-		if c.deny.denied(st) {
-			return "", experimentalsys.EACCES
-		}
-		if st.Mode&fs.ModeSymlink == 0 || (len(rest) == 0 && !follow) {
-			cur = next
-			continue
-		}
-		if links++; links > maxSymlinks {
+	r, err := pathwalk.Walk(walker{c}, "/"+p, follow)
+	if err != nil {
+		if errors.Is(err, pathwalk.ErrLoop) {
 			return "", experimentalsys.ELOOP
 		}
-		target, errno := c.FS.Readlink(next)
-		if errno != 0 {
+		var errno experimentalsys.Errno
+		if errors.As(err, &errno) {
 			return "", errno
 		}
-		if path.IsAbs(target) {
-			cur = "."
-		}
-		rest = append(splitPath(target), rest...)
+		return "", experimentalsys.EIO
 	}
-	return cur, 0
+	r = relative(r)
+	if pathwalk.HasTrailingSlash(p) && r != "." {
+		r += "/" // "file/" must still fail with ENOTDIR, as the kernel says
+	}
+	return r, 0
 }
 
-func splitPath(p string) []string {
-	var out []string
-	for _, c := range strings.Split(p, "/") {
-		if c != "" && c != "." {
-			out = append(out, c)
-		}
+// walker is the guest's file system as pathwalk sees it: every component
+// is checked against the Denylist. Its errors are Errnos.
+type walker struct{ c *ConfinedFS }
+
+func (w walker) Lstat(p string) (pathwalk.Kind, error) {
+	st, errno := w.c.FS.Lstat(relative(p))
+	switch {
+	case errno == experimentalsys.ENOENT:
+		return pathwalk.Missing, nil
+	case errno != 0:
+		return 0, errno
+	case w.c.deny.denied(st):
+		return 0, experimentalsys.EACCES
+	case st.Mode&fs.ModeSymlink != 0:
+		return pathwalk.Symlink, nil
 	}
-	return out
+	return pathwalk.Other, nil
+}
+
+func (w walker) Readlink(p string) (string, error) {
+	target, errno := w.c.FS.Readlink(relative(p))
+	if errno != 0 {
+		return "", errno
+	}
+	return target, nil
+}
+
+// relative turns pathwalk's absolute paths into the inner FS's.
+func relative(p string) string {
+	if p = strings.TrimPrefix(p, "/"); p == "" {
+		return "."
+	}
+	return p
 }
 
 // OpenFile implements experimentalsys.FS.
