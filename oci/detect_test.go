@@ -171,15 +171,3 @@ func TestResolveBindMount(t *testing.T) {
 		}
 	}
 }
-
-func TestSplitFunc(t *testing.T) {
-	for _, tt := range []struct{ in, path, fn string }{
-		{"/a.wasm", "/a.wasm", ""},
-		{"/a.wasm#f", "/a.wasm", "f"},
-		{"/a#b.wasm#f", "/a#b.wasm", "f"},
-	} {
-		if p, f := SplitFunc(tt.in); p != tt.path || f != tt.fn {
-			t.Errorf("SplitFunc(%q) = %q, %q", tt.in, p, f)
-		}
-	}
-}
