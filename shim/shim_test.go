@@ -1,6 +1,8 @@
 package shim
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -124,5 +127,24 @@ func TestGuestEnv(t *testing.T) {
 	}
 	if got := guestEnv(&specs.Process{}); strings.Join(got, "|") != "PWD=/" {
 		t.Errorf("guestEnv with no cwd = %q", got)
+	}
+}
+
+func TestWrongStateError(t *testing.T) {
+	for _, tt := range []struct {
+		in   error
+		want func(error) bool
+	}{
+		{errgrpc.ToGRPC(errors.New("cannot delete a running process")), errdefs.IsFailedPrecondition},
+		{errgrpc.ToGRPC(errors.New("cannot start a stopped process")), errdefs.IsFailedPrecondition},
+		{errgrpc.ToGRPC(fmt.Errorf("cannot kill a deleted process: %w", errdefs.ErrNotFound)), errdefs.IsNotFound},
+		{errgrpc.ToGRPC(errors.New("runc failed")), errdefs.IsUnknown},
+	} {
+		if got := errgrpc.ToNative(wrongStateError(tt.in)); !tt.want(got) {
+			t.Errorf("wrongStateError(%v) = %v", tt.in, got)
+		}
+	}
+	if wrongStateError(nil) != nil {
+		t.Error("nil became an error")
 	}
 }
