@@ -293,3 +293,49 @@ func TestStopSignals(t *testing.T) {
 	}
 	assertClean(t, b.id)
 }
+
+// TestClocksAndRandom: the guest's clocks, sleep and random are real, not
+// wazero's deterministic defaults.
+func TestClocksAndRandom(t *testing.T) {
+	values := map[string]string{}
+	var randoms []string
+	for i := 0; i < 2; i++ {
+		before := time.Now().Unix()
+		r := run(t, nil, "/probe.wasm", "clock")
+		if r.code != 0 {
+			t.Fatalf("probe: %+v", r)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			k, v, _ := strings.Cut(l, " ")
+			values[k] = v
+		}
+		unix, _ := strconv.ParseInt(values["unix"], 10, 64)
+		if unix < before-1 || unix > time.Now().Unix()+1 {
+			t.Errorf("guest wall clock %d, host %d", unix, before)
+		}
+		if ms, _ := strconv.Atoi(values["slept"]); ms < 200 {
+			t.Errorf("a 200 ms sleep took %d ms on the guest's monotonic clock", ms)
+		}
+		randoms = append(randoms, values["random"])
+	}
+	if randoms[0] == randoms[1] || randoms[0] == strings.Repeat("0", 32) {
+		t.Errorf("random bytes repeat across runs: %v", randoms)
+	}
+}
+
+// TestLogURI: stdout and stderr go to a file:// log URI, as for runc
+// containers.
+func TestLogURI(t *testing.T) {
+	log := filepath.Join(e.dir, "guest.log")
+	r := run(t, []string{"--log-uri", "file://" + log}, "/probe.wasm", "stderr")
+	if r.code != 0 {
+		t.Fatalf("probe: %+v", r)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "to stdout") || !strings.Contains(string(b), "to stderr") {
+		t.Errorf("log file holds %q", b)
+	}
+}

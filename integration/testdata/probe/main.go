@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
@@ -88,6 +89,13 @@ func main() {
 			f.Close()
 			fmt.Printf("linkopen %s: OPENED\n", target)
 		}
+	case "clock": // wall time, a sleep measured on the monotonic clock, random bytes
+		start := time.Now()
+		time.Sleep(200 * time.Millisecond)
+		b := make([]byte, 16)
+		_, err := rand.Read(b)
+		check(err)
+		fmt.Printf("unix %d\nslept %d\nrandom %x\n", start.Unix(), time.Since(start).Milliseconds(), b)
 	case "ls":
 		ents, err := os.ReadDir(args[0])
 		check(err)
