@@ -10,7 +10,7 @@ GO         ?= go
 BIN        := $(CURDIR)/bin
 TOOLBIN    := $(CURDIR)/.tools/bin
 CONTAINERD_VERSION := v2.4.2
-CONTAINERD_STAMP   := $(CURDIR)/.tools/containerd-$(CONTAINERD_VERSION)
+CONTAINERD_STAMP   := $(CURDIR)/.tools/containerd-$(CONTAINERD_VERSION)-runc-shim
 export PATH := $(BIN):$(TOOLBIN):$(PATH):/usr/sbin:/sbin
 
 .PHONY: all build deps packages containerd demo test unit integration lint clean
@@ -23,23 +23,27 @@ build:
 
 deps: packages containerd
 
-# runc runs every container; wat2wasm (wabt) builds the tests' small modules.
+# runc runs every container; wat2wasm (wabt) builds the tests' small modules;
+# the CNI plugins give the CRI tests' pods their network.
 packages:
 	@missing=""; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v wat2wasm >/dev/null || missing="$$missing wabt"; \
+	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# containerd and ctr, built from the Go module proxy into .tools/bin once.
+# containerd, ctr and containerd's runc shim (for the CRI tests' runc pods),
+# built from the Go module proxy into .tools/bin once.
 containerd: $(CONTAINERD_STAMP)
 $(CONTAINERD_STAMP):
 	@echo "installing containerd $(CONTAINERD_VERSION) into .tools/bin (about 2 minutes the first time)"
 	GOBIN=$(TOOLBIN) CGO_ENABLED=0 $(GO) install \
 		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
-		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION)
+		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD_VERSION)
 	touch $@
 
 demo: deps build

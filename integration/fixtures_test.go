@@ -27,6 +27,10 @@ func (e *env) buildImage() error {
 	if err := goBuild(native, "./integration/testdata/native", "CGO_ENABLED=0", "GOOS=linux"); err != nil {
 		return err
 	}
+	pause := filepath.Join(e.fixtures, "pause")
+	if err := goBuild(pause, "./integration/testdata/pause", "CGO_ENABLED=0", "GOOS=linux"); err != nil {
+		return err
+	}
 	read := func(p string) []byte {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -71,6 +75,14 @@ func (e *env) buildImage() error {
 	}
 	var buf bytes.Buffer
 	if err := img.WriteTar(&buf); err != nil {
+		return err
+	}
+	var pauseTar bytes.Buffer
+	pauseImg := &image.Image{Name: "example.local/pause:test", Files: []image.File{{Path: "/pause", Data: read(pause), Mode: 0o755}}, Entrypoint: []string{"/pause"}}
+	if err := pauseImg.WriteTar(&pauseTar); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(e.fixtures, "pause.tar"), pauseTar.Bytes(), 0o644); err != nil {
 		return err
 	}
 	tarPath := filepath.Join(e.fixtures, "image.tar")

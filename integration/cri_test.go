@@ -1,0 +1,356 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+const (
+	criBridge    = "cniwasm0"
+	pauseImage   = "example.local/pause:test"
+	criNamespace = "k8s.io"
+)
+
+// criEnv is a second private containerd with the CRI plugin on, the
+// runtime handlers "wasm" (this shim) and "runc", CNI (loopback and a
+// bridge) and a pause image built by the tests: a kubelet's view.
+type criEnv struct {
+	dir     string
+	address string
+	rt      cri.RuntimeServiceClient
+}
+
+func startCRI(t *testing.T) *criEnv {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shim-wasm-cri-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &criEnv{dir: dir, address: filepath.Join(dir, "containerd.sock")}
+	runcRoot := filepath.Join(dir, "runc")
+	cniConf := filepath.Join(dir, "cni")
+	os.MkdirAll(cniConf, 0o755)
+	conflist := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "wasm-test", "plugins": [
+  {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": "10.88.77.0/24"}]]}},
+  {"type": "loopback"}]}`, criBridge, filepath.Join(dir, "ipam"))
+	if err := os.WriteFile(filepath.Join(cniConf, "10-wasm-test.conflist"), []byte(conflist), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := fmt.Sprintf(`version = 3
+root = %q
+state = %q
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = %q
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = %q
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        Root = %q
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm]
+      runtime_type = "io.containerd.wasm.v1"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm.options]
+        Root = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc",
+		pauseImage, cniConf, runcRoot, runcRoot)
+	cfgPath := filepath.Join(dir, "containerd.toml")
+	os.WriteFile(cfgPath, []byte(config), 0o644)
+	containerd, err := tool("containerd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logFile, _ := os.Create(filepath.Join(dir, "containerd.log"))
+	cmd := exec.Command(containerd, "--config", cfgPath)
+	cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+filepath.Dir(containerd)+":"+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logFile.Close()
+		exec.Command("ip", "link", "del", criBridge).Run()
+		var left []string
+		for _, m := range mountsUnder(dir) {
+			left = append(left, m)
+			syscall.Unmount(m, syscall.MNT_DETACH)
+		}
+		if len(left) > 0 {
+			t.Errorf("mounts left under the CRI containerd: %v (log kept in %s)", left, dir)
+			return
+		}
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		} else {
+			t.Logf("CRI containerd's directory kept: %s", dir)
+		}
+	})
+	ctr := func(args ...string) error {
+		out, err := exec.Command(e.ctrBin, append([]string{"--address", c.address, "-n", criNamespace}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ctr %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ctr("version") != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("CRI containerd did not come up; see %s", logFile.Name())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, tar := range []string{filepath.Join(e.fixtures, "image.tar"), filepath.Join(e.fixtures, "pause.tar")} {
+		if err := ctr("images", "import", tar); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := grpc.NewClient("unix://"+c.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c.rt = cri.NewRuntimeServiceClient(conn)
+	return c
+}
+
+// pod runs a pod sandbox on handler and returns its id and config.
+func (c *criEnv) pod(t *testing.T, name, handler string) (string, *cri.PodSandboxConfig) {
+	t.Helper()
+	cfg := &cri.PodSandboxConfig{
+		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: name + "-uid", Namespace: "default"},
+		Hostname:     name,
+		LogDirectory: filepath.Join(c.dir, "logs", name),
+		Linux:        &cri.LinuxPodSandboxConfig{},
+	}
+	os.MkdirAll(cfg.LogDirectory, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := c.rt.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: cfg, RuntimeHandler: handler})
+	if err != nil {
+		t.Fatalf("RunPodSandbox(%s, handler %q): %v", name, handler, err)
+	}
+	// A pod outlives containerd: remove it even when the test fails early
+	// (removing it twice is harmless).
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+		c.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId})
+	})
+	return resp.PodSandboxId, cfg
+}
+
+// container creates and starts a container of the test image in a pod.
+func (c *criEnv) container(t *testing.T, podID string, podCfg *cri.PodSandboxConfig, name string, cmd ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := c.rt.CreateContainer(ctx, &cri.CreateContainerRequest{
+		PodSandboxId: podID,
+		Config: &cri.ContainerConfig{
+			Metadata: &cri.ContainerMetadata{Name: name},
+			Image:    &cri.ImageSpec{Image: e.imageName},
+			Command:  cmd[:1],
+			Args:     cmd[1:],
+			LogPath:  name + ".log",
+		},
+		SandboxConfig: podCfg,
+	})
+	if err != nil {
+		t.Fatalf("CreateContainer(%s): %v", name, err)
+	}
+	if _, err := c.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		t.Fatalf("StartContainer(%s): %v", name, err)
+	}
+	return resp.ContainerId
+}
+
+// containerPid returns the pid of a running container's process.
+func (c *criEnv) containerPid(t *testing.T, id string) int {
+	t.Helper()
+	resp, err := c.rt.ContainerStatus(context.Background(), &cri.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return infoPid(t, resp.Info)
+}
+
+// sandboxPid returns the pid of a pod's pause process.
+func (c *criEnv) sandboxPid(t *testing.T, id string) int {
+	t.Helper()
+	resp, err := c.rt.PodSandboxStatus(context.Background(), &cri.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return infoPid(t, resp.Info)
+}
+
+func infoPid(t *testing.T, info map[string]string) int {
+	t.Helper()
+	var v struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(info["info"]), &v); err != nil || v.Pid == 0 {
+		t.Fatalf("no pid in the verbose status %q: %v", info["info"], err)
+	}
+	return v.Pid
+}
+
+// waitExit waits for a container to exit and returns its status.
+func (c *criEnv) waitExit(t *testing.T, id string) *cri.ContainerStatus {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := c.rt.ContainerStatus(context.Background(), &cri.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status.State == cri.ContainerState_CONTAINER_EXITED {
+			return resp.Status
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s still %v", id, resp.Status.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// logLines returns the text of a container's CRI log lines for stream.
+func logLines(t *testing.T, path, stream string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "2026-01-02T15:04:05.999999999Z stdout F text"
+		f := strings.SplitN(sc.Text(), " ", 4)
+		if len(f) == 4 && f[1] == stream {
+			out = append(out, f[3])
+		}
+	}
+	return out
+}
+
+// TestCRIPod plays kubelet: a pod on the wasm handler runs its pause
+// container and a native container natively and a Wasm container in
+// wazero, all in one shim; a pod on the runc handler runs beside it.
+func TestCRIPod(t *testing.T) {
+	if _, err := tool("containerd-shim-runc-v2"); err != nil {
+		t.Fatal(err)
+	}
+	c := startCRI(t)
+	ctx := context.Background()
+
+	podID, podCfg := c.pod(t, "mixed", "wasm")
+	shims := shimPids(e.shim)
+	if len(shims) != 1 {
+		t.Fatalf("shim processes after RunPodSandbox: %v, want one", shims)
+	}
+	runcPod, runcCfg := c.pod(t, "plain", "")
+
+	wasmID := c.container(t, podID, podCfg, "wasm", "/probe.wasm", "echo", "from wasm", "in a pod")
+	nativeID := c.container(t, podID, podCfg, "native", "/bin/native", "from native")
+	failID := c.container(t, podID, podCfg, "fails", "/exit42.wasm")
+	plainID := c.container(t, runcPod, runcCfg, "plain", "/bin/native", "on runc")
+
+	// A running Wasm container shares the pod's network, IPC and UTS
+	// namespaces with the pause container.
+	sleeper := c.container(t, podID, podCfg, "sleeper", "/probe.wasm", "sleep")
+	runner, pause := c.containerPid(t, sleeper), c.sandboxPid(t, podID)
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", runner)); !strings.HasPrefix(string(b), "/dev/.containerd-shim-wasm-runner") {
+		t.Errorf("the Wasm container's process is %q, not the runner", b)
+	}
+	for _, ns := range []string{"net", "ipc", "uts"} {
+		w, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", runner, ns))
+		p, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pause, ns))
+		if w == "" || w != p {
+			t.Errorf("the Wasm container's %s namespace %q is not the pod's %q", ns, w, p)
+		}
+	}
+	if _, err := c.rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: sleeper, Timeout: 30}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if st := c.waitExit(t, sleeper); st.ExitCode != 143 {
+		t.Errorf("stopped Wasm container: exit code %d, want 143", st.ExitCode)
+	}
+
+	for _, tt := range []struct {
+		id, name string
+		code     int32
+		stdout   []string
+	}{
+		{wasmID, "wasm", 0, []string{"[from wasm]", "[in a pod]"}},
+		{nativeID, "native", 0, []string{`native hello, args ["from native"]`}},
+		{failID, "fails", 42, nil},
+		{plainID, "plain", 0, []string{`native hello, args ["on runc"]`}},
+	} {
+		st := c.waitExit(t, tt.id)
+		if st.ExitCode != tt.code {
+			t.Errorf("%s: exit code %d, want %d (reason %q, message %q)", tt.name, st.ExitCode, tt.code, st.Reason, st.Message)
+		}
+		if tt.stdout != nil {
+			if got := logLines(t, st.LogPath, "stdout"); strings.Join(got, "|") != strings.Join(tt.stdout, "|") {
+				t.Errorf("%s: log %q, want %q", tt.name, got, tt.stdout)
+			}
+		}
+	}
+	if got := shimPids(e.shim); len(got) != 1 || got[0] != shims[0] {
+		t.Errorf("shim processes %v, want the pod's one shim %v", got, shims)
+	}
+
+	for _, id := range []string{podID, runcPod} {
+		if _, err := c.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatalf("StopPodSandbox: %v", err)
+		}
+		if _, err := c.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatalf("RemovePodSandbox: %v", err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(shimPids(e.shim)) > 0 || len(runnerPids()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after RemovePodSandbox: shims %v, runners %v", shimPids(e.shim), runnerPids())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := mountsUnder(c.dir); len(m) > 0 {
+		t.Errorf("mounts left after RemovePodSandbox: %v", m)
+	}
+}
