@@ -31,13 +31,15 @@ type service struct {
 	taskAPI.TTRPCTaskService
 	exits   *exitMapper
 	configs *configMonitor
+	deletes *deleteEvents
 }
 
 // NewTaskService returns the task service, publishing events through
 // publisher.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
 	exits := &exitMapper{wasm: map[string]*wasmTask{}}
-	inner, err := runctask.NewTaskService(ctx, &mappingPublisher{Publisher: publisher, exits: exits}, sd)
+	deletes := &deleteEvents{}
+	inner, err := runctask.NewTaskService(ctx, &mappingPublisher{Publisher: publisher, exits: exits, deletes: deletes}, sd)
 	if err != nil {
 		return nil, fmt.Errorf("create runc task service: %w", err)
 	}
@@ -45,7 +47,11 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	// wrap it so that `runc create` can hand the runner its configuration.
 	configs := newConfigMonitor(runc.Monitor)
 	runc.Monitor = configs
-	return &service{TTRPCTaskService: inner, exits: exits, configs: configs}, nil
+	// pkg/shim exits once the shutdown callbacks are done, without waiting
+	// for the runc task service to publish the events still queued: the
+	// last task's /tasks/delete was lost now and then. Wait for it.
+	sd.RegisterCallback(deletes.wait)
+	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, deletes: deletes}, nil
 }
 
 // RegisterTTRPC registers the service on the shim's ttrpc server.
@@ -126,6 +132,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err == nil && r.ExecID == "" {
+		s.deletes.deleted()
 		// The task is forgotten once its /tasks/delete event is out.
 		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
 	}
@@ -137,7 +144,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 // the task after its delete event.
 type mappingPublisher struct {
 	shim.Publisher
-	exits *exitMapper
+	exits   *exitMapper
+	deletes *deleteEvents
 }
 
 func (p *mappingPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
@@ -150,6 +158,7 @@ func (p *mappingPublisher) Publish(ctx context.Context, topic string, event even
 		if e.ID == "" || e.ID == e.ContainerID {
 			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
 			defer p.exits.remove(e.ContainerID, e.Pid)
+			defer p.deletes.published()
 		}
 	}
 	return p.Publisher.Publish(ctx, topic, event)
@@ -216,4 +225,49 @@ func (m *exitMapper) status(id string, status uint32) uint32 {
 		return MapExitStatus(status, t.signal)
 	}
 	return status
+}
+
+// deleteEvents counts deleted init tasks and their published /tasks/delete
+// events, so that shutdown can wait until every one is out.
+type deleteEvents struct {
+	mu      sync.Mutex
+	deletes int
+	events  int
+	changed chan struct{}
+}
+
+func (d *deleteEvents) deleted() { d.add(&d.deletes) }
+
+func (d *deleteEvents) published() { d.add(&d.events) }
+
+func (d *deleteEvents) add(n *int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	*n++
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
+}
+
+// wait returns once as many delete events are out as tasks were deleted,
+// or when ctx ends. It is a shutdown callback.
+func (d *deleteEvents) wait(ctx context.Context) error {
+	for {
+		d.mu.Lock()
+		if d.events >= d.deletes {
+			d.mu.Unlock()
+			return nil
+		}
+		if d.changed == nil {
+			d.changed = make(chan struct{})
+		}
+		changed := d.changed
+		d.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil // exit anyway: the events are lost, not the shim stuck
+		}
+	}
 }

@@ -196,7 +196,8 @@ func TestMappingPublisher(t *testing.T) {
 	ctx := context.Background()
 	exits := &exitMapper{wasm: map[string]*wasmTask{}}
 	rec := &recordingPublisher{}
-	p := &mappingPublisher{Publisher: rec, exits: exits}
+	deletes := &deleteEvents{}
+	p := &mappingPublisher{Publisher: rec, exits: exits, deletes: deletes}
 	exits.add("w")
 	exits.setPid("w", 100)
 	if _, ok := exits.killing("w", uint32(syscall.SIGTERM)); !ok {
