@@ -50,7 +50,10 @@ func startCRI(t *testing.T) *criEnv {
 	if err := os.WriteFile(filepath.Join(cniConf, "10-wasm-test.conflist"), []byte(conflist), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The handler "wasm" comes from the shipped drop-in, as on a node; only
+	// runc's state directory is the test's own.
 	config := fmt.Sprintf(`version = 3
+imports = [%q]
 root = %q
 state = %q
 [grpc]
@@ -71,11 +74,9 @@ state = %q
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         Root = %q
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm]
-      runtime_type = "io.containerd.wasm.v1"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm.options]
-        Root = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc",
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm.options]
+      Root = %q
+`, filepath.Join(repoRoot(), "deploy", "containerd", "wasm.toml"), filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc",
 		pauseImage, cniConf, runcRoot, runcRoot)
 	cfgPath := filepath.Join(dir, "containerd.toml")
 	os.WriteFile(cfgPath, []byte(config), 0o644)
