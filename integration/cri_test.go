@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,6 +178,12 @@ func (c *criEnv) pod(t *testing.T, name, handler string) (string, *cri.PodSandbo
 // container creates and starts a container of the test image in a pod.
 func (c *criEnv) container(t *testing.T, podID string, podCfg *cri.PodSandboxConfig, name string, cmd ...string) string {
 	t.Helper()
+	return c.containerEnv(t, podID, podCfg, name, nil, cmd...)
+}
+
+// containerEnv is container with environment variables.
+func (c *criEnv) containerEnv(t *testing.T, podID string, podCfg *cri.PodSandboxConfig, name string, env []*cri.KeyValue, cmd ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	resp, err := c.rt.CreateContainer(ctx, &cri.CreateContainerRequest{
@@ -186,6 +193,7 @@ func (c *criEnv) container(t *testing.T, podID string, podCfg *cri.PodSandboxCon
 			Image:    &cri.ImageSpec{Image: e.imageName},
 			Command:  cmd[:1],
 			Args:     cmd[1:],
+			Envs:     env,
 			LogPath:  name + ".log",
 		},
 		SandboxConfig: podCfg,
@@ -353,5 +361,63 @@ func TestCRIPod(t *testing.T) {
 	}
 	if m := mountsUnder(c.dir); len(m) > 0 {
 		t.Errorf("mounts left after RemovePodSandbox: %v", m)
+	}
+}
+
+// TestCRIWasmServer: a Wasm HTTP server whose listener the pod author
+// declares with WASM_LISTEN answers a native container of the same pod over
+// localhost, and the node over the pod's IP.
+func TestCRIWasmServer(t *testing.T) {
+	c := startCRI(t)
+	ctx := context.Background()
+	podID, podCfg := c.pod(t, "server", "wasm")
+	server := c.containerEnv(t, podID, podCfg, "server", []*cri.KeyValue{{Key: "WASM_LISTEN", Value: []byte(":8080")}}, "/http-server.wasm")
+	client := c.container(t, podID, podCfg, "client", "/bin/httpget", "http://127.0.0.1:8080/from-sidecar")
+	if st := c.waitExit(t, client); st.ExitCode != 0 {
+		t.Fatalf("the native client failed: exit code %d", st.ExitCode)
+	} else if got := logLines(t, st.LogPath, "stdout"); strings.Join(got, "|") != "200 hello from wasm, you asked for /from-sidecar" {
+		t.Errorf("the native client got %q", got)
+	}
+
+	status, err := c.rt.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := status.GetStatus().GetNetwork().GetIp()
+	if ip == "" {
+		t.Fatal("the pod has no IP")
+	}
+	out, err := exec.Command(filepath.Join(e.fixtures, "httpget"), "http://"+ip+":8080/from-node").CombinedOutput()
+	if err != nil || string(out) != "200 hello from wasm, you asked for /from-node\n" {
+		t.Errorf("GET from the node over %s: %q, %v", ip, out, err)
+	}
+
+	st, err := c.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := logLines(t, st.Status.LogPath, "stdout"); len(got) == 0 || got[0] != "serving HTTP on 0.0.0.0:8080" {
+		t.Errorf("server log %q", got)
+	}
+	runner := c.containerPid(t, server)
+	cpu := func() int {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", runner))
+		f := strings.Fields(string(b))
+		u, _ := strconv.Atoi(f[13])
+		s, _ := strconv.Atoi(f[14])
+		return u + s
+	}
+	// An idle server must not spin (wazero's own poll_oneoff would have it
+	// take a whole core): under 1% of a core, once start-up is over.
+	time.Sleep(3 * time.Second)
+	c0 := cpu()
+	time.Sleep(3 * time.Second)
+	ticks := cpu() - c0 // 100 ticks a second
+	t.Logf("idle server: %d CPU ticks in 3 s", ticks)
+	if ticks > 3 {
+		t.Errorf("the idle Wasm server used %d%% of a core", ticks/3)
+	}
+	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", runner)); strings.Contains(string(b), "WASM_LISTEN") {
+		t.Errorf("the runner's environment holds WASM_LISTEN: %q", b)
 	}
 }

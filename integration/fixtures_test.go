@@ -27,6 +27,14 @@ func (e *env) buildImage() error {
 	if err := goBuild(native, "./integration/testdata/native", "CGO_ENABLED=0", "GOOS=linux"); err != nil {
 		return err
 	}
+	server := filepath.Join(e.fixtures, "http-server.wasm")
+	if err := goBuild(server, "./examples/http-server", "GOOS=wasip1", "GOARCH=wasm"); err != nil {
+		return err
+	}
+	httpget := filepath.Join(e.fixtures, "httpget")
+	if err := goBuild(httpget, "./integration/testdata/httpget", "CGO_ENABLED=0", "GOOS=linux"); err != nil {
+		return err
+	}
 	pause := filepath.Join(e.fixtures, "pause")
 	if err := goBuild(pause, "./integration/testdata/pause", "CGO_ENABLED=0", "GOOS=linux"); err != nil {
 		return err
@@ -45,6 +53,8 @@ func (e *env) buildImage() error {
 			{Path: "/usr/bin/probe", Type: tar.TypeSymlink, Linkname: "../../probe.wasm"},
 			{Path: "/link.wasm", Type: tar.TypeSymlink, Linkname: "/probe.wasm"},
 			{Path: "/bin/native", Data: read(native), Mode: 0o755},
+			{Path: "/bin/httpget", Data: read(httpget), Mode: 0o755},
+			{Path: "/http-server.wasm", Data: read(server), Mode: 0o644},
 			{Path: "/text.txt", Data: []byte("just some text\n"), Mode: 0o755},
 			{Path: "/fifo", Type: tar.TypeFifo, Mode: 0o644},
 			{Path: "/corrupt.wasm", Data: []byte("\x00asm\x01\x00\x00\x00\x01\xff\xff\xff\xff garbage"), Mode: 0o644},

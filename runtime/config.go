@@ -26,6 +26,8 @@ type Config struct {
 	Args []string `json:"args"`
 	// Env is the guest's environment as KEY=value pairs.
 	Env []string `json:"env"`
+	// Listen are TCP listeners to pre-open for the guest (see ListenEnv).
+	Listen []Listener `json:"listen,omitempty"`
 }
 
 // Encode writes c as JSON.

@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental/sock"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"golang.org/x/sys/unix"
 )
 
@@ -133,7 +134,7 @@ func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio)
 	if err := CheckEntry(compiled, cfg.Func); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := instantiateWASI(ctx, rt, stdinFD(stdio.Stdin)); err != nil {
 		return fail(ExitRunner, "instantiate WASI: %v", err)
 	}
 	mc := wazero.NewModuleConfig().
@@ -148,7 +149,16 @@ func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio)
 		WithRandSource(rand.Reader).
 		WithStartFunctions(). // the entry is called below, so its exit is ours to map
 		WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(root, "/"))
-	for _, kv := range cfg.Env {
+	env := cfg.Env
+	if len(cfg.Listen) > 0 {
+		sc := sock.NewConfig()
+		for _, l := range cfg.Listen {
+			sc = sc.WithTCPListener(l.Host, l.Port)
+		}
+		ctx = sock.WithConfig(ctx, sc)
+		env = append(slices.Clip(env), listenEnv(cfg.Listen)...)
+	}
+	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
@@ -222,4 +232,12 @@ func trimSlash(p string) string {
 		return "."
 	}
 	return p
+}
+
+// stdinFD returns the host descriptor behind the guest's stdin, or -1.
+func stdinFD(r io.Reader) int {
+	if f, ok := r.(*os.File); ok {
+		return int(f.Fd())
+	}
+	return -1
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -82,11 +83,16 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint) (*runt
 	if err != nil {
 		return nil, fmt.Errorf("find the shim's binary for the runner: %w", err)
 	}
+	env, listen, err := takeListenEnv(guestEnv(spec.Process))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
 	cfg := &runtime.Config{
 		Module: ep.Path,
 		Func:   ep.Func,
 		Args:   append([]string{ep.Arg0}, spec.Process.Args[1:]...),
-		Env:    guestEnv(spec.Process),
+		Env:    env,
+		Listen: listen,
 	}
 	spec.Process.Args = []string{runtime.RunnerPath}
 	spec.Process.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
@@ -113,6 +119,29 @@ func guestEnv(p *specs.Process) []string {
 		cwd = "/"
 	}
 	return append(env, "PWD="+cwd)
+}
+
+// takeListenEnv removes runtime.ListenEnv from a guest environment and
+// parses it: it is the runner's, not the guest's.
+func takeListenEnv(env []string) ([]string, []runtime.Listener, error) {
+	var value string
+	var found bool
+	out := env[:0:0]
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == runtime.ListenEnv {
+			value, found = v, true
+			continue
+		}
+		out = append(out, kv)
+	}
+	if !found {
+		return env, nil, nil
+	}
+	listen, err := runtime.ParseListen(value)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, listen, nil
 }
 
 func hasDevTmpfs(s *specs.Spec) bool {

@@ -181,3 +181,16 @@ func TestDeleteEventsWait(t *testing.T) {
 		t.Errorf("wait at the deadline: %v", err)
 	}
 }
+
+func TestTakeListenEnv(t *testing.T) {
+	env, listen, err := takeListenEnv([]string{"A=1", "WASM_LISTEN=:8080", "PWD=/"})
+	if err != nil || strings.Join(env, "|") != "A=1|PWD=/" || len(listen) != 1 || listen[0].Port != 8080 {
+		t.Errorf("takeListenEnv = %q, %v, %v", env, listen, err)
+	}
+	if env, listen, err := takeListenEnv([]string{"A=1"}); err != nil || len(listen) != 0 || strings.Join(env, "|") != "A=1" {
+		t.Errorf("without listeners: %q, %v, %v", env, listen, err)
+	}
+	if _, _, err := takeListenEnv([]string{"WASM_LISTEN=nope"}); err == nil {
+		t.Error("a bad WASM_LISTEN was accepted")
+	}
+}

@@ -1,0 +1,120 @@
+package runtime
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"golang.org/x/sys/unix"
+)
+
+// memory gives the poller a guest memory without a guest: a module that
+// exports one page.
+func memory(t *testing.T) api.Memory {
+	t.Helper()
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	t.Cleanup(func() { rt.Close(ctx) })
+	// (module (memory (export "memory") 1))
+	mod, err := rt.Instantiate(ctx, []byte{0, 'a', 's', 'm', 1, 0, 0, 0, 5, 3, 1, 0, 1, 7, 10, 1, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mod.Memory()
+}
+
+type sub struct {
+	kind    byte
+	fd      uint32
+	timeout time.Duration
+}
+
+// pollSubs writes subs at 0, runs the poller and returns the event kinds
+// (by userdata = index) it reported, and how long it took.
+func pollSubs(t *testing.T, p *poller, subs ...sub) ([]int, time.Duration) {
+	t.Helper()
+	mem := memory(t)
+	for i, s := range subs {
+		b := make([]byte, subscriptionSize)
+		binary.LittleEndian.PutUint64(b[0:8], uint64(i))
+		b[8] = s.kind
+		if s.kind == eventClock {
+			binary.LittleEndian.PutUint64(b[24:32], uint64(s.timeout))
+		} else {
+			binary.LittleEndian.PutUint32(b[16:20], s.fd)
+		}
+		mem.Write(uint32(i*subscriptionSize), b)
+	}
+	out, nev := uint32(4096), uint32(8192)
+	start := time.Now()
+	if errno := p.poll(mem, 0, out, uint32(len(subs)), nev); errno != errnoSuccess {
+		t.Fatalf("poll errno %d", errno)
+	}
+	took := time.Since(start)
+	n, _ := mem.ReadUint32Le(nev)
+	var got []int
+	for i := uint32(0); i < n; i++ {
+		ud, _ := mem.ReadUint64Le(out + i*eventSize)
+		got = append(got, int(ud))
+	}
+	return got, took
+}
+
+func TestPollerSockets(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	p := &poller{stdinFD: -1, sockets: func() []int { return []int{fds[0]} }}
+
+	// Nothing to read: the clock fires, the socket subscription does not.
+	got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventClock, timeout: 30 * time.Millisecond})
+	if len(got) != 1 || got[0] != 1 || took < 30*time.Millisecond {
+		t.Errorf("idle socket: events %v after %v; want only the clock, after 30ms", got, took)
+	}
+	// A non-blocking check returns at once.
+	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventClock}); len(got) != 1 || took > 20*time.Millisecond {
+		t.Errorf("zero timeout: events %v after %v", got, took)
+	}
+	// Data arriving wakes a poll that has no clock.
+	go func() { time.Sleep(20 * time.Millisecond); unix.Write(fds[1], []byte("x")) }()
+	got, took = pollSubs(t, p, sub{kind: eventFdRead, fd: 4})
+	if len(got) != 1 || got[0] != 0 || took < 15*time.Millisecond {
+		t.Errorf("socket with data: events %v after %v; want the socket, once the data came", got, took)
+	}
+	// Write subscriptions are ready at once, as in wazero.
+	if got, took := pollSubs(t, p, sub{kind: eventFdWrite, fd: 5}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 || took > time.Second {
+		t.Errorf("write subscription: events %v after %v", got, took)
+	}
+	// Without host sockets, descriptors (plain files) are ready at once.
+	p.sockets = func() []int { return nil }
+	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}); len(got) != 1 {
+		t.Errorf("no host sockets: events %v", got)
+	}
+}
+
+func TestPollerStdin(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	p := &poller{stdinFD: int(r.Fd()), sockets: func() []int { return nil }}
+	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 || took < 20*time.Millisecond {
+		t.Errorf("empty stdin: events %v after %v; want only the clock", got, took)
+	}
+	w.Write([]byte("x"))
+	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 {
+		t.Errorf("stdin with data: events %v", got)
+	}
+	if got, _ := pollSubs(t, &poller{stdinFD: -1}, sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
+		t.Errorf("a stdin that is no descriptor is always ready: events %v", got)
+	}
+}
