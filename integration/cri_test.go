@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
 )
 
 const (
@@ -295,6 +297,7 @@ func TestCRIPod(t *testing.T) {
 	runcPod, runcCfg := c.pod(t, "plain", "")
 
 	wasmID := c.container(t, podID, podCfg, "wasm", "/probe.wasm", "echo", "from wasm", "in a pod")
+	longID := c.container(t, podID, podCfg, "long", "/probe.wasm", "long", "20000")
 	nativeID := c.container(t, podID, podCfg, "native", "/bin/native", "from native")
 	failID := c.container(t, podID, podCfg, "fails", "/exit42.wasm")
 	plainID := c.container(t, runcPod, runcCfg, "plain", "/bin/native", "on runc")
@@ -313,11 +316,37 @@ func TestCRIPod(t *testing.T) {
 			t.Errorf("the Wasm container's %s namespace %q is not the pod's %q", ns, w, p)
 		}
 	}
+	// Stopping one container of the shared shim leaves the others running.
+	other := c.container(t, podID, podCfg, "other-sleeper", "/probe.wasm", "sleep")
+	c.containerPid(t, other)
 	if _, err := c.rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: sleeper, Timeout: 30}); err != nil {
 		t.Fatalf("StopContainer: %v", err)
 	}
-	if st := c.waitExit(t, sleeper); st.ExitCode != 143 {
-		t.Errorf("stopped Wasm container: exit code %d, want 143", st.ExitCode)
+	if st := c.waitExit(t, sleeper); st.ExitCode != 143 || st.Reason != "Error" {
+		t.Errorf("stopped Wasm container: exit code %d reason %q, want 143, Error", st.ExitCode, st.Reason)
+	}
+	if resp, err := c.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: other}); err != nil || resp.Status.State != cri.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("the pod's other Wasm container after one was stopped: %v, %v", resp.GetStatus().GetState(), err)
+	}
+	if _, err := c.rt.StopContainer(ctx, &cri.StopContainerRequest{ContainerId: other, Timeout: 30}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	c.waitExit(t, other)
+
+	// A line longer than CRI's limit (16 KiB) is split into partial lines.
+	if st := c.waitExit(t, longID); st.ExitCode != 0 {
+		t.Errorf("long: exit code %d", st.ExitCode)
+	} else {
+		b, _ := os.ReadFile(st.LogPath)
+		var tags []string
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if f := strings.SplitN(l, " ", 4); len(f) == 4 {
+				tags = append(tags, f[2]+fmt.Sprint(len(f[3])))
+			}
+		}
+		if len(tags) < 3 || tags[0][0] != 'P' || tags[len(tags)-1] != "F5" {
+			t.Errorf("long line logged as %v; want partial (P) lines, then the rest and \"short\" in full (F)", tags)
+		}
 	}
 
 	for _, tt := range []struct {
@@ -331,6 +360,9 @@ func TestCRIPod(t *testing.T) {
 		{plainID, "plain", 0, []string{`native hello, args ["on runc"]`}},
 	} {
 		st := c.waitExit(t, tt.id)
+		if want := map[bool]string{true: "Completed", false: "Error"}[tt.code == 0]; st.Reason != want {
+			t.Errorf("%s: reason %q, want %q", tt.name, st.Reason, want)
+		}
 		if st.ExitCode != tt.code {
 			t.Errorf("%s: exit code %d, want %d (reason %q, message %q)", tt.name, st.ExitCode, tt.code, st.Reason, st.Message)
 		}
@@ -361,6 +393,11 @@ func TestCRIPod(t *testing.T) {
 	}
 	if m := mountsUnder(c.dir); len(m) > 0 {
 		t.Errorf("mounts left after RemovePodSandbox: %v", m)
+	}
+	for _, id := range []string{podID, runcPod, wasmID, longID, nativeID, failID, plainID, sleeper, other} {
+		if left := cgroups.Dirs(cgroups.Root, "/k8s.io/"+id); len(left) > 0 {
+			t.Errorf("cgroups left after RemovePodSandbox: %v", left)
+		}
 	}
 }
 

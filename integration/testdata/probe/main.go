@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -96,6 +97,10 @@ func main() {
 		_, err := rand.Read(b)
 		check(err)
 		fmt.Printf("unix %d\nslept %d\nrandom %x\n", start.Unix(), time.Since(start).Milliseconds(), b)
+	case "long": // one line of N bytes, then a short one
+		n, _ := strconv.Atoi(args[0])
+		fmt.Println(strings.Repeat("x", n))
+		fmt.Println("short")
 	case "ls":
 		ents, err := os.ReadDir(args[0])
 		check(err)
