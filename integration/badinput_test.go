@@ -1,9 +1,14 @@
 package integration
 
 import (
+	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
 )
 
 // TestBadInput: each bad entrypoint fails with an error naming it and the
@@ -72,4 +77,12 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("keeper exit status %d, want 143", r.code)
 	}
 	assertClean(t, keeper.id)
+	// The group's shim removed its socket when it exited.
+	addr, err := shim.CreateSocketAddress(namespaces.WithNamespace(context.Background(), "default"), "/run/containerd/s", e.address, "bad-input", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(strings.TrimPrefix(addr, "unix://")); err == nil {
+		t.Errorf("the group shim's socket %s is left behind", addr)
+	}
 }

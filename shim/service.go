@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -18,6 +19,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
 	"github.com/containerd/typeurl/v2"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
@@ -47,6 +49,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	// wrap it so that `runc create` can hand the runner its configuration.
 	configs := newConfigMonitor(runc.Monitor)
 	runc.Monitor = configs
+	removeSocketsOnShutdown(sd)
 	// pkg/shim exits once the shutdown callbacks are done, without waiting
 	// for the runc task service to publish the events still queued: the
 	// last task's /tasks/delete was lost now and then. Wait for it.
@@ -268,6 +271,27 @@ func (d *deleteEvents) wait(ctx context.Context) error {
 		case <-changed:
 		case <-ctx.Done():
 			return nil // exit anyway: the events are lost, not the shim stuck
+		}
+	}
+}
+
+// removeSocketsOnShutdown removes the shim's own socket files when it shuts
+// down. runc's task service removes the one named in the bundle's "address"
+// file, which is not always there yet when the service starts: a grouped
+// shim whose group saw a failed Create left its socket behind. The server's
+// listening sockets are descriptors 3 (and 4 with debug logging), as
+// pkg/shim hands them over.
+func removeSocketsOnShutdown(sd shutdown.Service) {
+	for _, fd := range []int{3, 4} {
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			continue
+		}
+		if u, ok := sa.(*unix.SockaddrUnix); ok && strings.HasPrefix(u.Name, "/") {
+			path := u.Name
+			sd.RegisterCallback(func(context.Context) error {
+				return shim.RemoveSocket("unix://" + path)
+			})
 		}
 	}
 }
