@@ -70,13 +70,7 @@ func TestBadInput(t *testing.T) {
 	if r := ok.wait(t, time.Minute); r.code != 0 || r.stdout != "[still serving]\n" {
 		t.Errorf("a good container after the bad ones: %+v", r)
 	}
-	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", keeper.id); err != nil {
-		t.Fatalf("kill: %v: %s", err, stderr)
-	}
-	if r := keeper.wait(t, 10*time.Second); r.code != 143 {
-		t.Errorf("keeper exit status %d, want 143", r.code)
-	}
-	assertClean(t, keeper.id)
+	keeper.terminate(t)
 	// The group's shim removed its socket when it exited.
 	addr, err := shim.CreateSocketAddress(namespaces.WithNamespace(context.Background(), "default"), "/run/containerd/s", e.address, "bad-input", false)
 	if err != nil {

@@ -29,13 +29,7 @@ func TestEvents(t *testing.T) {
 	b := startBackground(t, nil, "/probe.wasm", "spin")
 	b.waitOutput(t, "spinning")
 	before := time.Now()
-	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", b.id); err != nil {
-		t.Fatalf("kill: %v: %s", err, stderr)
-	}
-	if r := b.wait(t, 10*time.Second); r.code != 143 {
-		t.Fatalf("exit status %d, want 143", r.code)
-	}
-	assertClean(t, b.id)
+	b.terminate(t)
 
 	type event struct {
 		ContainerID string `json:"container_id"`

@@ -201,6 +201,19 @@ func waitRunning(t *testing.T, id string) {
 	}
 }
 
+// terminate sends SIGTERM to a running Wasm task, checks that it ends with
+// 143 and leaves nothing behind.
+func (b *bg) terminate(t *testing.T) {
+	t.Helper()
+	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", b.id); err != nil {
+		t.Fatalf("kill: %v: %s", err, stderr)
+	}
+	if r := b.wait(t, 10*time.Second); r.code != 143 {
+		t.Errorf("exit status %d, want 143 (stderr %q)", r.code, r.stderr)
+	}
+	assertClean(t, b.id)
+}
+
 // wait returns the container's result.
 func (b *bg) wait(t *testing.T, timeout time.Duration) result {
 	t.Helper()

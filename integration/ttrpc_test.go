@@ -72,11 +72,5 @@ func TestTaskAPIErrors(t *testing.T) {
 	if _, err := tasks.Connect(ctx, &taskAPI.ConnectRequest{ID: b.id}); err != nil {
 		t.Errorf("Connect: %v", err)
 	}
-	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", b.id); err != nil {
-		t.Fatalf("kill: %v: %s", err, stderr)
-	}
-	if r := b.wait(t, 10*time.Second); r.code != 143 {
-		t.Errorf("exit status %d, want 143", r.code)
-	}
-	assertClean(t, b.id)
+	b.terminate(t)
 }

@@ -285,13 +285,7 @@ func TestStopSignals(t *testing.T) {
 		}
 		waitState(step.state)
 	}
-	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGTERM", b.id); err != nil {
-		t.Fatalf("kill: %v: %s", err, stderr)
-	}
-	if r := b.wait(t, 10*time.Second); r.code != 143 {
-		t.Errorf("exit status %d, want 143", r.code)
-	}
-	assertClean(t, b.id)
+	b.terminate(t)
 }
 
 // TestClocksAndRandom: the guest's clocks, sleep and random are real, not
