@@ -3,11 +3,15 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/typeurl/v2"
@@ -127,6 +131,46 @@ func TestInfo(t *testing.T) {
 			}
 			if info.Features == nil || !strings.Contains(info.Features.GetTypeUrl(), "features") {
 				t.Errorf("no runc features in %+v", &info)
+			}
+		})
+	}
+}
+
+// TestDeleteAction: `delete`, which containerd runs after every task (and
+// whose status it reports when the shim is gone), is idempotent and maps a
+// killed Wasm task's status as the running shim does.
+func TestDeleteAction(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "default")
+	for _, tt := range []struct {
+		name, signal string
+		want         uint32
+	}{
+		{"native or unkilled", "", 137},
+		{"Wasm task sent SIGTERM", "15", 143},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bundle := filepath.Join(dir, "del-"+tt.signal)
+			os.MkdirAll(bundle, 0o755)
+			os.WriteFile(filepath.Join(bundle, "options.json"), []byte(fmt.Sprintf(`{"root":%q}`, e.runcRoot)), 0o644)
+			os.WriteFile(filepath.Join(bundle, "exit.json"), []byte(`{"Timestamp":"2026-01-02T03:04:05Z","Pid":4242,"Status":137}`), 0o644)
+			if tt.signal != "" {
+				os.WriteFile(filepath.Join(bundle, "wasm-kill-signal"), []byte(tt.signal), 0o600)
+			}
+			for i := 0; i < 2; i++ { // containerd may run it more than once
+				cmd := exec.Command(e.shim, "-namespace", "default", "-id", filepath.Base(bundle), "-address", e.address, "delete")
+				cmd.Dir = bundle
+				var stdout, stderr bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				if err := cmd.Run(); err != nil {
+					t.Fatalf("delete #%d: %v: %s", i+1, err, stderr.String())
+				}
+				var resp taskAPI.DeleteResponse
+				if err := proto.Unmarshal(stdout.Bytes(), &resp); err != nil {
+					t.Fatalf("decode DeleteResponse: %v", err)
+				}
+				if resp.Pid != 4242 || resp.ExitStatus != tt.want {
+					t.Errorf("delete #%d: pid %d status %d, want 4242, %d", i+1, resp.Pid, resp.ExitStatus, tt.want)
+				}
 			}
 		})
 	}

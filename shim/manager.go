@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/containerd/containerd/api/types"
 	runcmanager "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -31,6 +34,25 @@ type manager struct {
 // NewManager returns the shim's bootstrap for RuntimeName.
 func NewManager() shim.Shim {
 	return manager{Shim: runcmanager.NewShimManager(RuntimeName)}
+}
+
+// Stop implements shim.Shim (the `delete` action): runc's, with the exit
+// status of a killed Wasm task mapped as the service maps it.
+func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	st, err := m.Shim.Stop(ctx, id)
+	if err != nil {
+		return st, err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return st, nil
+	}
+	sig, err := readKillSignal(filepath.Join(filepath.Dir(cwd), id))
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("read the kill signal from the bundle")
+	}
+	st.ExitStatus = int(MapExitStatus(uint32(st.ExitStatus), sig))
+	return st, nil
 }
 
 // Info implements shim.Shim: it answers as runc's shim would for the runc

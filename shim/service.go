@@ -89,7 +89,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		}
 		defer f.Close()
 		defer s.configs.register(r.Bundle, f)()
-		s.exits.add(r.ID)
+		s.exits.add(r.ID, r.Bundle)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
@@ -169,6 +169,8 @@ func (p *mappingPublisher) Publish(ctx context.Context, topic string, event even
 
 // wasmTask is what the shim remembers of a Wasm container.
 type wasmTask struct {
+	// bundle is the task's bundle directory.
+	bundle string
 	// pid of the task's init process, once created.
 	pid uint32
 	// signal is the first terminating signal requested, 0 if none.
@@ -181,10 +183,10 @@ type exitMapper struct {
 	wasm map[string]*wasmTask
 }
 
-func (m *exitMapper) add(id string) {
+func (m *exitMapper) add(id, bundle string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.wasm[id] = &wasmTask{}
+	m.wasm[id] = &wasmTask{bundle: bundle}
 }
 
 func (m *exitMapper) setPid(id string, pid uint32) {
@@ -216,6 +218,12 @@ func (m *exitMapper) killing(id string, sig uint32) (uint32, bool) {
 	}
 	if t.signal == 0 {
 		t.signal = sig
+		if t.bundle != "" {
+			// For `delete`, which reports the exit when the shim is gone.
+			if err := writeKillSignal(t.bundle, sig); err != nil {
+				log.L.WithError(err).Warn("record the kill signal in the bundle")
+			}
+		}
 	}
 	return sigKill, true
 }

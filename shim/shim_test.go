@@ -36,7 +36,7 @@ func TestExitMapper(t *testing.T) {
 	if _, ok := m.killing("native", 15); ok {
 		t.Error("a native task's signal was mapped")
 	}
-	m.add("w")
+	m.add("w", "")
 	m.setPid("w", 42)
 	if sig, ok := m.killing("w", 19); ok { // SIGSTOP goes through
 		t.Errorf("SIGSTOP mapped to %d", sig)
@@ -192,5 +192,25 @@ func TestTakeListenEnv(t *testing.T) {
 	}
 	if _, _, err := takeListenEnv([]string{"WASM_LISTEN=nope"}); err == nil {
 		t.Error("a bad WASM_LISTEN was accepted")
+	}
+}
+
+// TestKillSignalFile: the first terminating signal is recorded in the
+// bundle, for `delete` to map the exit status after the shim is gone.
+func TestKillSignalFile(t *testing.T) {
+	bundle := t.TempDir()
+	if sig, err := readKillSignal(bundle); sig != 0 || err != nil {
+		t.Fatalf("no record: %d, %v", sig, err)
+	}
+	m := &exitMapper{wasm: map[string]*wasmTask{}}
+	m.add("w", bundle)
+	m.killing("w", 15)
+	m.killing("w", 2)
+	if sig, err := readKillSignal(bundle); sig != 15 || err != nil {
+		t.Errorf("recorded %d, %v; want the first signal, 15", sig, err)
+	}
+	os.WriteFile(filepath.Join(bundle, killSignalFile), []byte("junk"), 0o600)
+	if _, err := readKillSignal(bundle); err == nil {
+		t.Error("a corrupt record was read")
 	}
 }
