@@ -152,9 +152,10 @@ func (w walker) Readlink(p string) (string, error) {
 	return target, nil
 }
 
-// relative turns pathwalk's absolute paths into the inner FS's.
+// relative turns an absolute path (pathwalk's, or a Config's) into one the
+// inner FS takes: relative to its root, "." for the root itself.
 func relative(p string) string {
-	if p = strings.TrimPrefix(p, "/"); p == "" {
+	if p = strings.TrimLeft(p, "/"); p == "" {
 		return "."
 	}
 	return p

@@ -199,9 +199,9 @@ func typeNames(ts []api.ValueType) string {
 }
 
 // readModule reads a module through the confined file system, so that the
-// shim cannot be tricked into loading what the guest may not see either.
+// runner cannot be made to load what the guest may not see either.
 func readModule(root experimentalsys.FS, p string) ([]byte, error) {
-	f, errno := root.OpenFile(trimSlash(p), experimentalsys.O_RDONLY, 0)
+	f, errno := root.OpenFile(relative(p), experimentalsys.O_RDONLY, 0)
 	if errno != 0 {
 		return nil, errno
 	}
@@ -222,16 +222,6 @@ func readModule(root experimentalsys.FS, p string) ([]byte, error) {
 			return out, nil
 		}
 	}
-}
-
-func trimSlash(p string) string {
-	for len(p) > 0 && p[0] == '/' {
-		p = p[1:]
-	}
-	if p == "" {
-		return "."
-	}
-	return p
 }
 
 // stdinFD returns the host descriptor behind the guest's stdin, or -1.
