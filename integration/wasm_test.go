@@ -333,3 +333,12 @@ func TestLogURI(t *testing.T) {
 		t.Errorf("log file holds %q", b)
 	}
 }
+
+// TestKillWhileCompiling: a task killed as soon as it runs, while the runner
+// is still compiling its module (about a second for the Go probe), ends
+// with 143 and leaves nothing behind.
+func TestKillWhileCompiling(t *testing.T) {
+	b := startBackground(t, nil, "/probe.wasm", "sleep")
+	waitRunning(t, b.id)
+	b.terminate(t)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
 )
 
 func TestTerminating(t *testing.T) {
@@ -212,5 +215,50 @@ func TestKillSignalFile(t *testing.T) {
 	os.WriteFile(filepath.Join(bundle, killSignalFile), []byte("junk"), 0o600)
 	if _, err := readKillSignal(bundle); err == nil {
 		t.Error("a corrupt record was read")
+	}
+}
+
+// TestWriteRunnerSpec: a Wasm entrypoint becomes the runner, mounted on the
+// container's /dev, with an empty environment; a spec without a /dev tmpfs
+// is refused with a clear error and left as it was.
+func TestWriteRunnerSpec(t *testing.T) {
+	ep := &oci.Entrypoint{Arg0: "/app.wasm", Path: "/app.wasm", Func: "_start", Kind: oci.Wasm}
+	spec := func(mounts ...specs.Mount) *specs.Spec {
+		return &specs.Spec{
+			Root:    &specs.Root{Path: "rootfs"},
+			Process: &specs.Process{Args: []string{"/app.wasm", "a b"}, Env: []string{"GOGC=1", "WASM_LISTEN=:8080"}, Cwd: "/w"},
+			Mounts:  mounts,
+		}
+	}
+	bundle := t.TempDir()
+	bad := spec(specs.Mount{Destination: "/proc", Type: "proc"})
+	if _, err := writeRunnerSpec(bundle, bad, ep); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
+		t.Errorf("spec without /dev tmpfs: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, oci.SpecFile)); err == nil || bad.Process.Args[0] != "/app.wasm" {
+		t.Error("a refused spec was rewritten")
+	}
+
+	good := spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
+	cfg, err := writeRunnerSpec(bundle, good, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Args, "|") != "/app.wasm|a b" || strings.Join(cfg.Env, "|") != "GOGC=1|PWD=/w" || len(cfg.Listen) != 1 {
+		t.Errorf("runner config %+v", cfg)
+	}
+	written, err := oci.ReadSpec(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := written.Mounts[len(written.Mounts)-1]
+	if written.Process.Args[0] != "/dev/.containerd-shim-wasm-runner" || len(written.Process.Env) != 0 ||
+		last.Destination != "/dev/.containerd-shim-wasm-runner" || !slices.Contains(last.Options, "ro") {
+		t.Errorf("rewritten spec: args %q env %q last mount %+v", written.Process.Args, written.Process.Env, last)
+	}
+	bad = spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
+	bad.Process.Env = []string{"WASM_LISTEN=nope"}
+	if _, err := writeRunnerSpec(bundle, bad, ep); err == nil || !errdefs.IsInvalidArgument(err) {
+		t.Errorf("bad WASM_LISTEN: %v", err)
 	}
 }
