@@ -23,18 +23,28 @@ func CheckMain() int {
 		fmt.Fprintf(os.Stderr, "usage: %s FUNC < MODULE\n", CheckerName)
 		return ExitRunner
 	}
-	bin, err := io.ReadAll(io.LimitReader(os.Stdin, maxModule+1))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "read module: %v\n", err)
-		return ExitRunner
-	}
-	if len(bin) > maxModule {
-		fmt.Fprintf(os.Stderr, "module is larger than %d bytes\n", maxModule)
-		return ExitCannotRun
+	bin, status := readStdinModule()
+	if bin == nil {
+		return status
 	}
 	if err := Check(context.Background(), bin, os.Args[1]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return ExitCannotRun
 	}
 	return 0
+}
+
+// readStdinModule reads a helper's module from stdin; on failure it
+// returns nil and the helper's exit status, with the reason on stderr.
+func readStdinModule() ([]byte, int) {
+	bin, err := io.ReadAll(io.LimitReader(os.Stdin, maxModule+1))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "read module: %v\n", err)
+		return nil, ExitRunner
+	}
+	if len(bin) > maxModule {
+		fmt.Fprintf(os.Stderr, "module is larger than %d bytes\n", maxModule)
+		return nil, ExitCannotRun
+	}
+	return bin, 0
 }

@@ -14,6 +14,10 @@ const (
 	// shim has runc preserve it into the container (--preserve-fds), and the
 	// runner closes it once read. It is never a file in the container.
 	ConfigFD = 3
+	// CachePath is where the shim mounts a Wasm container's compiled code,
+	// as the one entry of a wazero cache directory. Like the runner, it is
+	// on the container's own /dev tmpfs and never visible to the guest.
+	CachePath = "/dev/.containerd-shim-wasm-cache"
 )
 
 // Config is what the shim tells the runner about the guest it runs.
@@ -28,6 +32,13 @@ type Config struct {
 	Env []string `json:"env"`
 	// Listen are TCP listeners to pre-open for the guest (see ListenEnv).
 	Listen []Listener `json:"listen,omitempty"`
+	// Cache, if set, is the container path of a directory in wazero's
+	// cache layout holding the module's compiled code (CachePath): the
+	// runner loads it instead of compiling, and compiles if that fails.
+	Cache string `json:"cache,omitempty"`
+	// Trace has the runner write how long each of its phases took to the
+	// guest's stderr once the guest has returned (see Trace).
+	Trace bool `json:"trace,omitempty"`
 }
 
 // Encode writes c as JSON.

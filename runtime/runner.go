@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -29,6 +30,7 @@ type Stdio struct {
 // opens a file: it reads its Config from ConfigFD, then closes every
 // descriptor it inherited beyond stdio.
 func Main() int {
+	started := time.Now()
 	cfg, err := readConfig()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
@@ -40,12 +42,16 @@ func Main() int {
 		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: close inherited descriptors: %v\n", err)
 		return ExitRunner
 	}
-	deny, err := denylist()
+	deny, err := denylist(cfg.Cache)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
 		return ExitRunner
 	}
-	return Run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr})
+	var trace *Trace
+	if cfg.Trace {
+		trace = &Trace{Started: started, Setup: time.Since(started)}
+	}
+	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, trace)
 }
 
 // readConfig reads the Config from ConfigFD and closes it. The shim's file
@@ -88,8 +94,9 @@ func closeInherited() error {
 }
 
 // denylist builds the guest's Denylist: the kernel interface file systems
-// of this mount namespace, and the runner's own binary.
-func denylist() (*Denylist, error) {
+// of this mount namespace, the runner's own binary and the directory of
+// the compiled code, if any.
+func denylist(cache string) (*Denylist, error) {
 	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("the guest's file system confinement needs /proc mounted in the container: %w", err)
@@ -104,6 +111,12 @@ func denylist() (*Denylist, error) {
 		return nil, fmt.Errorf("stat %s: %w", RunnerPath, err)
 	}
 	deny.DenyFile(st.Dev, st.Ino, RunnerPath)
+	if cache != "" {
+		if err := unix.Stat(cache, &st); err != nil {
+			return nil, fmt.Errorf("stat %s: %w", cache, err)
+		}
+		deny.DenyFile(st.Dev, st.Ino, cache)
+	}
 	return deny, nil
 }
 
@@ -113,24 +126,38 @@ func DirFS(dir string, deny *Denylist) experimentalsys.FS {
 	return NewConfinedFS(sysfs.DirFS(dir), deny)
 }
 
-// Run compiles and runs the module cfg names, reading it from root, and
-// returns the process exit status. Errors of the module or the guest are
-// written to stdio.Stderr, as the guest's own output would be.
+// Run compiles (or loads from cfg.Cache) and runs the module cfg names,
+// reading it from root, and returns the process exit status. Errors of the
+// module or the guest are written to stdio.Stderr, as the guest's own
+// output would be.
 func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio) int {
+	return run(ctx, cfg, root, stdio, nil)
+}
+
+func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio, trace *Trace) int {
 	fail := func(status int, format string, a ...any) int {
 		fmt.Fprintf(stdio.Stderr, "containerd-shim-wasm: %s\n", fmt.Sprintf(format, a...))
 		return status
 	}
+	if trace != nil {
+		defer trace.write(stdio.Stderr)
+	} else {
+		trace = &Trace{} // timed, not written
+	}
+	phase := trace.phase()
 	bin, err := readModule(root, cfg.Module)
 	if err != nil {
 		return fail(ExitCannotRun, "read module %s: %v", cfg.Module, err)
 	}
-	rt := wazero.NewRuntime(ctx)
-	defer rt.Close(ctx)
-	compiled, err := rt.CompileModule(ctx, bin)
+	phase(&trace.Read)
+	rt, compiled, err := compile(ctx, cfg, bin, stdio.Stderr)
+	if rt != nil {
+		defer rt.Close(ctx)
+	}
 	if err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
+	phase(&trace.Load)
 	if err := CheckEntry(compiled, cfg.Func); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
@@ -169,6 +196,8 @@ func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio)
 		}
 		return fail(ExitCannotRun, "instantiate module %s: %v", cfg.Module, err)
 	}
+	phase(&trace.Instantiate)
+	defer phase(&trace.Run)
 	_, err = mod.ExportedFunction(cfg.Func).Call(ctx)
 	status, msg := ExitStatus(err)
 	if msg != "" {
@@ -177,17 +206,37 @@ func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio)
 	return status
 }
 
+// compile loads the module's compiled code from cfg.Cache or, failing
+// that, compiles it. A cache that cannot be used is reported on stderr and
+// costs the compile, never the container.
+func compile(ctx context.Context, cfg *Config, bin []byte, stderr io.Writer) (wazero.Runtime, wazero.CompiledModule, error) {
+	if cfg.Cache != "" {
+		rt, err := newRuntime(ctx, cfg.Cache)
+		if err == nil {
+			var compiled wazero.CompiledModule
+			if compiled, err = rt.CompileModule(ctx, bin); err == nil {
+				return rt, compiled, nil
+			}
+			rt.Close(ctx)
+		}
+		fmt.Fprintf(stderr, "containerd-shim-wasm: compiled code of %s unusable, compiling it: %v\n", cfg.Module, err)
+	}
+	rt, err := newRuntime(ctx, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	compiled, err := rt.CompileModule(ctx, bin)
+	return rt, compiled, err
+}
+
 // CheckEntry reports whether a compiled module exports fn as a function the
 // runner can call: one that takes no parameters.
 func CheckEntry(m wazero.CompiledModule, fn string) error {
-	def, ok := m.ExportedFunctions()[fn]
-	if !ok {
-		return fmt.Errorf("no exported function %q", fn)
+	exports := Exports{}
+	if def, ok := m.ExportedFunctions()[fn]; ok {
+		exports[fn] = typeNames(def.ParamTypes())
 	}
-	if n := len(def.ParamTypes()); n != 0 {
-		return fmt.Errorf("exported function %q takes %d parameters (%s); an entry function takes none", fn, n, typeNames(def.ParamTypes()))
-	}
-	return nil
+	return exports.CheckExport(fn)
 }
 
 func typeNames(ts []api.ValueType) string {

@@ -1,0 +1,88 @@
+package runtime
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// compileInto compiles bin into a fresh wazero cache directory, as the
+// compile helper does, and returns the directory and the one file in it.
+func compileInto(t *testing.T, bin []byte) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	exports, err := Compile(context.Background(), bin, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exports.CheckExport(testEntryFunc); err != nil {
+		t.Fatalf("exports %v: %v", exports, err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "wazero-*", "*"))
+	if len(files) != 1 {
+		t.Fatalf("compile wrote %v, want one file", files)
+	}
+	return dir, files[0]
+}
+
+// TestRunFromCache: the runner loads what the helper compiled and, if the
+// compiled code is unusable, says so on stderr and compiles instead.
+func TestRunFromCache(t *testing.T) {
+	bin := exitWith(7)
+	tests := []struct {
+		name     string
+		damage   func(t *testing.T, file string)
+		wantWarn bool
+	}{
+		{"intact", func(*testing.T, string) {}, false},
+		{"truncated", func(t *testing.T, f string) { os.Truncate(f, 20) }, true},
+		{"garbage", func(t *testing.T, f string) { os.WriteFile(f, []byte("not compiled code at all"), 0o644) }, true},
+		{"empty", func(t *testing.T, f string) { os.Truncate(f, 0) }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, file := compileInto(t, bin)
+			tt.damage(t, file)
+			// Read-only, as in a container: a miss must not need a write.
+			os.Chmod(file, 0o444)
+			status, _, stderr := runModule(t, bin, Config{Cache: dir}, nil, nil)
+			if status != 7 {
+				t.Errorf("status %d, want 7 (stderr %q)", status, stderr)
+			}
+			if warned := strings.Contains(stderr, "unusable, compiling"); warned != tt.wantWarn {
+				t.Errorf("stderr %q; want a warning: %v", stderr, tt.wantWarn)
+			}
+		})
+	}
+}
+
+func TestExportsCheck(t *testing.T) {
+	exports := Exports{"_start": "", "add": "i32, i32", "one": "i64"}
+	tests := []struct{ fn, want string }{
+		{"_start", ""},
+		{"main", `no exported function "main"`},
+		{"add", `exported function "add" takes 2 parameters (i32, i32)`},
+		{"one", `exported function "one" takes 1 parameters (i64)`},
+	}
+	for _, tt := range tests {
+		err := exports.CheckExport(tt.fn)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckExport(%q) = %v, want %q", tt.fn, err, tt.want)
+		}
+	}
+}
+
+func TestEngineID(t *testing.T) {
+	id, err := EngineID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Test binaries carry no module versions: the binary stands in.
+	for _, want := range []string{"wazero ", "compiler", "linux/", "cpu "} {
+		if !strings.Contains(id, want) {
+			t.Errorf("EngineID %q lacks %q", id, want)
+		}
+	}
+}
