@@ -1,9 +1,9 @@
 // Package cgroups knows where a container's cgroup lives on the host, for
 // cgroup v1 (one hierarchy per controller), v2 (one unified hierarchy) and
 // the hybrid layout this project's CI machines have (v1 controllers, an
-// empty v2 mount). runc creates and removes the cgroups; this package only
-// finds them. Limits, stats and OOM events for Wasm containers are later
-// work and will live here.
+// empty v2 mount). runc creates and removes containers' cgroups; this
+// package finds them, and makes the cgroups of the shim's own short-lived
+// helpers (Group).
 package cgroups
 
 import (

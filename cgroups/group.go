@@ -1,0 +1,106 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	cg "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Group is a cgroup of the shim's own making, for a short-lived helper
+// process: created with a memory and a pids limit, removed once the helper
+// has exited. It is a v2 cgroup on a unified host and a v1 cgroup (under
+// every v1 controller) otherwise.
+type Group struct {
+	path string
+	v1   cgroup1.Cgroup
+	v2   *cgroup2.Manager
+}
+
+// NewGroup creates the cgroup at path (such as
+// "/containerd-shim-wasm/compile-1234") with the given limits.
+func NewGroup(path string, memory, pids int64) (*Group, error) {
+	g := &Group{path: path}
+	var err error
+	if cg.Mode() == cg.Unified {
+		g.v2, err = cgroup2.NewManager(Root, path, &cgroup2.Resources{
+			Memory: &cgroup2.Memory{Max: &memory},
+			Pids:   &cgroup2.Pids{Max: pids},
+		})
+	} else {
+		g.v1, err = cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{
+			Memory: &specs.LinuxMemory{Limit: &memory},
+			Pids:   &specs.LinuxPids{Limit: &pids},
+		}, cgroup1.WithHiearchy(helperSubsystems))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
+	}
+	return g, nil
+}
+
+// helperSubsystems are the v1 controllers a helper's cgroup joins: those
+// that account and limit it.
+func helperSubsystems() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroup1.Subsystem
+	for _, s := range all {
+		switch s.Name() {
+		case cgroup1.Memory, cgroup1.Pids, cgroup1.Cpu, cgroup1.Cpuacct:
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no memory, pids or cpu cgroup v1 controller mounted")
+	}
+	return out, nil
+}
+
+// Path is the group's cgroup path.
+func (g *Group) Path() string { return g.path }
+
+// Add moves a process into the group.
+func (g *Group) Add(pid int) error {
+	var err error
+	if g.v2 != nil {
+		err = g.v2.AddProc(uint64(pid))
+	} else {
+		err = g.v1.Add(cgroup1.Process{Pid: pid})
+	}
+	if err != nil {
+		return fmt.Errorf("add process %d to cgroup %s: %w", pid, g.path, err)
+	}
+	return nil
+}
+
+// OOMKilled says whether the kernel killed a process of the group for
+// want of memory.
+func (g *Group) OOMKilled() bool {
+	if g.v2 != nil {
+		m, err := g.v2.Stat()
+		return err == nil && m.GetMemoryEvents().GetOomKill() > 0
+	}
+	m, err := g.v1.Stat(cgroup1.IgnoreNotExist)
+	return err == nil && m.GetMemoryOomControl().GetOomKill() > 0
+}
+
+// Delete removes the group; its processes must have exited.
+func (g *Group) Delete() error {
+	var err error
+	if g.v2 != nil {
+		err = g.v2.Delete()
+	} else {
+		err = g.v1.Delete()
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove cgroup %s: %w", g.path, err)
+	}
+	return nil
+}
