@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -16,14 +17,24 @@ import (
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime/cache"
 )
 
+// wasmBundle is what prepareBundle made of a Wasm container.
+type wasmBundle struct {
+	// config is the runner's configuration.
+	config *runtime.Config
+	// entry is the module's compiled code, pinned until runc has mounted
+	// it; nil if the cache could not be used.
+	entry *cache.Entry
+}
+
 // prepareBundle finds out what the container's entrypoint is and, for a Wasm
-// module, checks it, rewrites the bundle's spec so that runc starts the
-// runner, and returns the runner's configuration. The rootfs is mounted only
-// while that is done: runc's shim mounts it again for the container, and
-// owns its cleanup.
-func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kind, _ *runtime.Config, retErr error) {
+// module, has it compiled (or finds it compiled), rewrites the bundle's
+// spec so that runc starts the runner, and returns the runner's
+// configuration. The rootfs is mounted only while that is done: runc's
+// shim mounts it again for the container, and owns its cleanup.
+func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest) (_ oci.Kind, _ *wasmBundle, retErr error) {
 	spec, err := oci.ReadSpec(r.Bundle)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
@@ -60,14 +71,22 @@ func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kin
 	if ep.Kind != oci.Wasm {
 		return ep.Kind, nil, nil
 	}
-	if err := checkModule(ctx, ep); err != nil {
-		return 0, nil, err
+	if !hasDevTmpfs(spec) {
+		return 0, nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
-	cfg, err := writeRunnerSpec(r.Bundle, spec, ep)
+	entry, err := compiledModule(ctx, opts, ep)
 	if err != nil {
 		return 0, nil, err
 	}
-	return ep.Kind, cfg, nil
+	cfg, err := writeRunnerSpec(r.Bundle, spec, ep, entry)
+	if err != nil {
+		if entry != nil {
+			entry.Release()
+		}
+		return 0, nil, err
+	}
+	cfg.Trace = opts.Trace
+	return ep.Kind, &wasmBundle{config: cfg, entry: entry}, nil
 }
 
 // writeRunnerSpec rewrites the spec so that the container's process is the
@@ -75,7 +94,9 @@ func prepareBundle(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ oci.Kin
 // own binary on the container's /dev (a tmpfs of its own), leaving the
 // image's rootfs untouched. It returns the runner's configuration, which
 // reaches the runner as a descriptor, never as a file in the container.
-func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint) (*runtime.Config, error) {
+// The module's compiled code, if entry is not nil, is bind-mounted
+// read-only as the one entry of a wazero cache directory on /dev as well.
+func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint, entry *cache.Entry) (*runtime.Config, error) {
 	if !hasDevTmpfs(spec) {
 		return nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
@@ -99,6 +120,13 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint) (*runt
 	spec.Mounts = append(spec.Mounts,
 		specs.Mount{Destination: runtime.RunnerPath, Type: "bind", Source: self, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
 	)
+	if entry != nil {
+		cfg.Cache = runtime.CachePath
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: path.Join(runtime.CachePath, entry.Name), Type: "bind", Source: entry.Path,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		})
+	}
 	if err := oci.WriteSpec(bundle, spec); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
@@ -16,7 +17,7 @@ import (
 
 // Options are the shim's runtime options. containerd's CRI passes the
 // handler's `options` table as TOML; ctr passes a TOML file named by
-// --runtime-config-path. The keys are runc's: the shim drives runc.
+// --runtime-config-path. The first keys are runc's: the shim drives runc.
 type Options struct {
 	// BinaryName is the runc binary to use; "runc" on PATH by default.
 	BinaryName string `toml:"BinaryName"`
@@ -24,51 +25,86 @@ type Options struct {
 	Root string `toml:"Root"`
 	// SystemdCgroup has runc manage cgroups through systemd.
 	SystemdCgroup bool `toml:"SystemdCgroup"`
+
+	// CacheRoot is the node's cache of compiled modules;
+	// cache.DefaultRoot (/var/lib/containerd-shim-wasm) by default.
+	CacheRoot string `toml:"CacheRoot"`
+	// CacheMaxBytes bounds the compiled code the cache keeps (least
+	// recently used entries go first); cache.DefaultMaxBytes (2 GiB) by
+	// default.
+	CacheMaxBytes int64 `toml:"CacheMaxBytes"`
+	// CompileCgroup is the cgroup under which each compile helper runs, in
+	// a cgroup of its own; defaultCompileCgroup by default.
+	CompileCgroup string `toml:"CompileCgroup"`
+	// CompileMemoryLimit is the memory limit of a compile helper, in
+	// bytes; defaultCompileMemory by default.
+	CompileMemoryLimit int64 `toml:"CompileMemoryLimit"`
+	// Trace has the runner write its phases' durations to the guest's
+	// stderr after the guest returns (see runtime.Trace). For benchmarks
+	// and debugging only.
+	Trace bool `toml:"Trace"`
 }
+
+// optionKeys lists the keys of Options, for error messages.
+const optionKeys = "BinaryName, Root, SystemdCgroup, CacheRoot, CacheMaxBytes, CompileCgroup, CompileMemoryLimit, Trace"
 
 // runcOptions decodes the runtime options containerd passed, whatever their
 // form, into runc's.
 func runcOptions(a typeurl.Any) (*runcoptions.Options, error) {
+	_, ro, err := parseOptions(a)
+	return ro, err
+}
+
+// parseOptions decodes the runtime options containerd passed, whatever
+// their form, into the shim's and runc's. runc's own options type leaves
+// the shim's at their defaults.
+func parseOptions(a typeurl.Any) (*Options, *runcoptions.Options, error) {
 	if a == nil || len(a.GetValue()) == 0 && a.GetTypeUrl() == "" {
-		return &runcoptions.Options{}, nil
+		return &Options{}, &runcoptions.Options{}, nil
 	}
 	v, err := typeurl.UnmarshalAny(a)
 	if err != nil {
-		return nil, fmt.Errorf("decode runtime options of type %s: %w", a.GetTypeUrl(), errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("decode runtime options of type %s: %w", a.GetTypeUrl(), errdefs.ErrInvalidArgument)
 	}
 	switch o := v.(type) {
 	case *runcoptions.Options:
-		return o, nil
+		return &Options{}, o, nil
 	case *runtimeoptions.Options:
 		body := o.ConfigBody
 		if len(body) == 0 && o.ConfigPath != "" {
 			if body, err = os.ReadFile(o.ConfigPath); err != nil {
-				return nil, fmt.Errorf("read runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
+				return nil, nil, fmt.Errorf("read runtime options: %v: %w", err, errdefs.ErrInvalidArgument)
 			}
+		}
+		where := "runtime options"
+		if o.ConfigPath != "" && len(o.ConfigBody) == 0 {
+			where += " in " + o.ConfigPath
 		}
 		var opts Options
 		dec := toml.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&opts); err != nil {
-			where := "runtime options"
-			if o.ConfigPath != "" && len(o.ConfigBody) == 0 {
-				where += " in " + o.ConfigPath
-			}
 			var strict *toml.StrictMissingError
 			if errors.As(err, &strict) {
 				var keys []string
 				for _, e := range strict.Errors {
 					keys = append(keys, strings.Join(e.Key(), "."))
 				}
-				return nil, fmt.Errorf("%s: unknown keys %s (known: BinaryName, Root, SystemdCgroup): %w", where, strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
+				return nil, nil, fmt.Errorf("%s: unknown keys %s (known: %s): %w", where, strings.Join(keys, ", "), optionKeys, errdefs.ErrInvalidArgument)
 			}
-			return nil, fmt.Errorf("%s: %v: %w", where, err, errdefs.ErrInvalidArgument)
+			return nil, nil, fmt.Errorf("%s: %v: %w", where, err, errdefs.ErrInvalidArgument)
 		}
-		return &runcoptions.Options{
+		if opts.CacheRoot != "" && !filepath.IsAbs(opts.CacheRoot) {
+			return nil, nil, fmt.Errorf("%s: CacheRoot %q is not an absolute path: %w", where, opts.CacheRoot, errdefs.ErrInvalidArgument)
+		}
+		if opts.CacheMaxBytes < 0 || opts.CompileMemoryLimit < 0 {
+			return nil, nil, fmt.Errorf("%s: CacheMaxBytes and CompileMemoryLimit may not be negative: %w", where, errdefs.ErrInvalidArgument)
+		}
+		return &opts, &runcoptions.Options{
 			BinaryName:    opts.BinaryName,
 			Root:          opts.Root,
 			SystemdCgroup: opts.SystemdCgroup,
 		}, nil
 	}
-	return nil, fmt.Errorf("unsupported runtime options type %T: %w", v, errdefs.ErrInvalidArgument)
+	return nil, nil, fmt.Errorf("unsupported runtime options type %T: %w", v, errdefs.ErrInvalidArgument)
 }

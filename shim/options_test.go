@@ -148,3 +148,41 @@ func TestRuncOptionsErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestShimOptions(t *testing.T) {
+	body := func(s string) typeurl.Any {
+		return marshalOptions(t, &runtimeoptions.Options{ConfigBody: []byte(s)})
+	}
+	tests := []struct {
+		name    string
+		in      typeurl.Any
+		want    Options
+		wantErr string
+	}{
+		{"defaults", nil, Options{}, ""},
+		{"runc's options type", marshalOptions(t, &runcoptions.Options{Root: "/r"}), Options{}, ""},
+		{"all keys", body("Root = \"/r\"\nCacheRoot = \"/var/cache/wasm\"\nCacheMaxBytes = 1048576\nCompileCgroup = \"/system.slice/wasm\"\nCompileMemoryLimit = 536870912\nTrace = true\n"),
+			Options{Root: "/r", CacheRoot: "/var/cache/wasm", CacheMaxBytes: 1 << 20, CompileCgroup: "/system.slice/wasm", CompileMemoryLimit: 512 << 20, Trace: true}, ""},
+		{"relative cache root", body("CacheRoot = \"cache\"\n"), Options{}, "not an absolute path"},
+		{"negative cache bound", body("CacheMaxBytes = -1\n"), Options{}, "may not be negative"},
+		{"negative memory limit", body("CompileMemoryLimit = -5\n"), Options{}, "may not be negative"},
+		{"size as a string", body("CacheMaxBytes = \"1GiB\"\n"), Options{}, "runtime options"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _, err := parseOptions(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errdefs.IsInvalidArgument(err) {
+					t.Fatalf("err %v, want an invalid argument mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *got != tt.want {
+				t.Errorf("got %+v, want %+v", *got, tt.want)
+			}
+		})
+	}
+}

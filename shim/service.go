@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -66,21 +67,27 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 // Create prepares the bundle (for a Wasm entrypoint: the runner and its
 // configuration) and has runc create the container.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
-	opts, err := runcOptions(r.Options)
+	opts, ropts, err := parseOptions(r.Options)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if r.Options, err = typeurl.MarshalAnyToProto(opts); err != nil {
+	if r.Options, err = typeurl.MarshalAnyToProto(ropts); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runc options: %w", err))
 	}
-	kind, cfg, err := prepareBundle(ctx, r)
+	ctx = log.WithLogger(ctx, log.G(ctx).WithField("id", r.ID))
+	start := time.Now()
+	kind, wb, err := prepareBundle(ctx, opts, r)
 	if err != nil {
-		log.G(ctx).WithError(err).WithField("id", r.ID).Error("create failed")
+		log.G(ctx).WithError(err).Error("create failed")
 		return nil, errgrpc.ToGRPC(err)
 	}
+	prepared := time.Now()
 	if kind == oci.Wasm {
+		if wb.entry != nil {
+			defer wb.entry.Release() // runc create has mounted it, or failed
+		}
 		var buf bytes.Buffer
-		if err := cfg.Encode(&buf); err != nil {
+		if err := wb.config.Encode(&buf); err != nil {
 			return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
 		}
 		f, err := sealedFile("containerd-shim-wasm-config", buf.Bytes())
@@ -97,7 +104,22 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, err
 	}
 	s.exits.setPid(r.ID, resp.Pid)
+	fields := log.Fields{"kind": kind.String(), "prepare": prepared.Sub(start), "runc_create": time.Since(prepared)}
+	if wb != nil && wb.entry != nil {
+		fields["cache_hit"] = wb.entry.Hit
+	}
+	log.G(ctx).WithFields(fields).Debug("created")
 	return resp, nil
+}
+
+// Start implements the task service.
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	start := time.Now()
+	resp, err := s.TTRPCTaskService.Start(ctx, r)
+	if err == nil {
+		log.G(ctx).WithFields(log.Fields{"id": r.ID, "exec": r.ExecID, "runc_start": time.Since(start)}).Debug("started")
+	}
+	return resp, err
 }
 
 // Kill sends a signal. To a Wasm task's init process, a signal whose default

@@ -232,7 +232,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	}
 	bundle := t.TempDir()
 	bad := spec(specs.Mount{Destination: "/proc", Type: "proc"})
-	if _, err := writeRunnerSpec(bundle, bad, ep); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
+	if _, err := writeRunnerSpec(bundle, bad, ep, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("spec without /dev tmpfs: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(bundle, oci.SpecFile)); err == nil || bad.Process.Args[0] != "/app.wasm" {
@@ -240,7 +240,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	}
 
 	good := spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
-	cfg, err := writeRunnerSpec(bundle, good, ep)
+	cfg, err := writeRunnerSpec(bundle, good, ep, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	}
 	bad = spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
 	bad.Process.Env = []string{"WASM_LISTEN=nope"}
-	if _, err := writeRunnerSpec(bundle, bad, ep); err == nil || !errdefs.IsInvalidArgument(err) {
+	if _, err := writeRunnerSpec(bundle, bad, ep, nil); err == nil || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("bad WASM_LISTEN: %v", err)
 	}
 }

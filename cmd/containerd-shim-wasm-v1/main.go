@@ -1,6 +1,6 @@
 // Command containerd-shim-wasm-v1 is the containerd shim for the runtime
 // type io.containerd.wasm.v1. The same binary is also the Wasm runner inside
-// containers and the module checker: which one runs is chosen by argv[0]
+// containers, the module compiler and the module checker: which one runs is chosen by argv[0]
 // before anything else happens.
 package main
 
@@ -20,6 +20,8 @@ func main() {
 		os.Exit(runtime.Main())
 	case runtime.CheckerName:
 		os.Exit(runtime.CheckMain())
+	case runtime.CompilerName:
+		os.Exit(runtime.CompileMain())
 	}
 	shim.RunShim(context.Background(), wasmshim.NewManager())
 }
