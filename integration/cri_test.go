@@ -79,8 +79,10 @@ state = %q
         Root = %q
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm.options]
       Root = %q
+      CacheRoot = %q
+      CompileCgroup = %q
 `, filepath.Join(repoRoot(), "deploy", "containerd", "wasm.toml"), filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc",
-		pauseImage, cniConf, runcRoot, runcRoot)
+		pauseImage, cniConf, runcRoot, runcRoot, e.cacheRoot, e.compileCg)
 	cfgPath := filepath.Join(dir, "containerd.toml")
 	os.WriteFile(cfgPath, []byte(config), 0o644)
 	containerd, err := tool("containerd")

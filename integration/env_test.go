@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
 )
 
 // env is one private containerd and what the tests need around it.
@@ -23,7 +25,9 @@ type env struct {
 	ctrBin    string
 	address   string
 	runcRoot  string
-	optsFile  string // runtime options: runc's root under dir
+	optsFile  string // runtime options: runc's root, the compile cache and cgroup under dir
+	cacheRoot string // the compile cache
+	compileCg string // the compile helpers' parent cgroup
 	cmd       *exec.Cmd
 	logFile   *os.File
 	fixtures  string // built modules and programs
@@ -115,7 +119,9 @@ func start() (*env, error) {
 		return e, err
 	}
 	e.optsFile = filepath.Join(dir, "runtime-options.toml")
-	if err := os.WriteFile(e.optsFile, []byte(fmt.Sprintf("Root = %q\n", e.runcRoot)), 0o644); err != nil {
+	e.cacheRoot = filepath.Join(dir, "cache")
+	e.compileCg = fmt.Sprintf("/containerd-shim-wasm-it-%d", os.Getpid())
+	if err := os.WriteFile(e.optsFile, []byte(e.runtimeOptions()), 0o644); err != nil {
 		return e, err
 	}
 	config := fmt.Sprintf(`version = 3
@@ -197,6 +203,11 @@ func filterWarnings(s string) string {
 	return strings.Join(out, "\n")
 }
 
+// runtimeOptions are the shim's runtime options in every test, as TOML.
+func (e *env) runtimeOptions() string {
+	return fmt.Sprintf("Root = %q\nCacheRoot = %q\nCompileCgroup = %q\n", e.runcRoot, e.cacheRoot, e.compileCg)
+}
+
 // stop ends containerd and every shim it started, and removes what the
 // tests left, reporting leaks as errors.
 func (e *env) stop() error {
@@ -227,6 +238,15 @@ func (e *env) stop() error {
 	for _, m := range mountsUnder(e.dir) {
 		errs = append(errs, fmt.Errorf("mount left: %s", m))
 		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	if pins, _ := os.ReadDir(filepath.Join(e.cacheRoot, "v1", "pins")); len(pins) > 0 {
+		errs = append(errs, fmt.Errorf("compile cache pins left: %d", len(pins)))
+	}
+	for _, d := range cgroups.Dirs(cgroups.Root, e.compileCg) {
+		if sub, _ := filepath.Glob(filepath.Join(d, "*", "cgroup.procs")); len(sub) > 0 {
+			errs = append(errs, fmt.Errorf("compile helper cgroups left: %v", sub))
+		}
+		os.Remove(d)
 	}
 	if e.logFile != nil {
 		e.logFile.Close()

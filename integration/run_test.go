@@ -53,6 +53,13 @@ func ctrRunArgs(id string, flags []string, args []string) []string {
 
 func runIn(t *testing.T, stdin *strings.Reader, flags []string, args ...string) result {
 	t.Helper()
+	_, r := runNamed(t, stdin, flags, args...)
+	return r
+}
+
+// runNamed is runIn, returning the container's id too.
+func runNamed(t *testing.T, stdin *strings.Reader, flags []string, args ...string) (string, result) {
+	t.Helper()
 	id := newID(t)
 	stdout, stderr, err := e.ctrIn(stdin, ctrRunArgs(id, flags, args)...)
 	r := result{stdout: stdout, stderr: stderr}
@@ -64,7 +71,7 @@ func runIn(t *testing.T, stdin *strings.Reader, flags []string, args ...string) 
 		t.Fatalf("ctr run: %v", err)
 	}
 	assertClean(t, id)
-	return r
+	return id, r
 }
 
 // assertClean checks that nothing of container id is left: no bundle, no

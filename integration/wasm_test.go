@@ -106,7 +106,8 @@ func TestGuestConfinement(t *testing.T) {
 	paths := []string{
 		"/proc/self/mem", "/proc/self/fd/0", "/proc/self/fd", "/proc/1/environ", "/proc",
 		"/sys", "/sys/kernel", "/mem-link", "/fd-link", "/fd-link/1",
-		"/dev/.containerd-shim-wasm-runner",
+		"/dev/.containerd-shim-wasm-runner", "/dev/.containerd-shim-wasm-cache",
+		"/dev/.containerd-shim-wasm-cache/any",
 		secret, "/../../../../.." + secret, "/escape-link", "/escape-dir/" + hostSecretName,
 		"/data/../../../.." + secret,
 	}
@@ -134,7 +135,7 @@ func TestGuestConfinement(t *testing.T) {
 		}
 	}
 	// Nor through symlinks the guest makes itself, however they are spelt.
-	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-runner"}
+	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-runner", "../dev/.containerd-shim-wasm-cache"}
 	l := run(t, nil, append([]string{"/probe.wasm", "linkopen"}, targets...)...)
 	for _, target := range targets {
 		if line := findLine(l.stdout, "linkopen "+target+": "); !strings.Contains(line, "refused") {
@@ -335,10 +336,11 @@ func TestLogURI(t *testing.T) {
 }
 
 // TestKillWhileCompiling: a task killed as soon as it runs, while the runner
-// is still compiling its module (about a second for the Go probe), ends
-// with 143 and leaves nothing behind.
+// is still compiling its module (about a second for the Go probe: with an
+// unusable compile cache, the runner compiles), ends with 143 and leaves
+// nothing behind.
 func TestKillWhileCompiling(t *testing.T) {
-	b := startBackground(t, nil, "/probe.wasm", "sleep")
+	b := startBackground(t, unusableCache(t), "/probe.wasm", "sleep") // so the runner compiles
 	waitRunning(t, b.id)
 	b.terminate(t)
 }

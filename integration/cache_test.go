@@ -1,0 +1,299 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+)
+
+// ownCache writes runtime options with a compile cache of the test's own
+// (plus extra TOML lines) and returns ctr's flags to use them and the
+// cache's layout directory.
+func ownCache(t *testing.T, extra string) ([]string, string) {
+	t.Helper()
+	dir := filepath.Join(e.dir, "caches", newID(t))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := filepath.Join(dir, "options.toml")
+	body := fmt.Sprintf("Root = %q\nCacheRoot = %q\nCompileCgroup = %q\n%s", e.runcRoot, filepath.Join(dir, "cache"), e.compileCg, extra)
+	if err := os.WriteFile(opts, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--runtime-config-path", opts}, filepath.Join(dir, "cache", "v1")
+}
+
+// shimLog returns the shim's log line with msg=msg for container id, from
+// containerd's log (it is written asynchronously, so this waits a little).
+func shimLog(t *testing.T, id, msg string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(e.dir, "containerd.log"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, " msg="+msg+" ") && strings.Contains(l, " id="+id+" ") {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q log line for %s", msg, id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cacheHit says whether container id's Create found its module compiled.
+func cacheHit(t *testing.T, id string) bool {
+	t.Helper()
+	l := shimLog(t, id, "created")
+	switch {
+	case strings.Contains(l, "cache_hit=true"):
+		return true
+	case strings.Contains(l, "cache_hit=false"):
+		return false
+	}
+	t.Fatalf("container %s used no compile cache: %s", id, l)
+	return false
+}
+
+func dirLen(t *testing.T, dir string) int {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(des)
+}
+
+// runProbeEcho runs the probe module, which prints its arguments, and
+// checks its output.
+func runProbeEcho(t *testing.T, flags []string, args ...string) string {
+	t.Helper()
+	want := strings.Join(args, " ")
+	id, r := runNamed(t, nil, flags, append([]string{"/probe.wasm", "echo"}, args...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, want) {
+		t.Fatalf("probe echo %s: %+v", want, r)
+	}
+	return id
+}
+
+// TestCache: the first container compiles the module, later ones load it;
+// the entry is root-only on the host and nothing is left pinned.
+func TestCache(t *testing.T) {
+	flags, dir := ownCache(t, "")
+	if cacheHit(t, runProbeEcho(t, flags, "first")) {
+		t.Error("first run of the module hit an empty cache")
+	}
+	for i := 0; i < 2; i++ {
+		if !cacheHit(t, runProbeEcho(t, flags, "again")) {
+			t.Error("later run of the module compiled it again")
+		}
+	}
+	if n := dirLen(t, filepath.Join(dir, "entries")); n != 1 {
+		t.Errorf("%d cache entries for one module", n)
+	}
+	if n := dirLen(t, filepath.Join(dir, "pins")); n != 0 {
+		t.Errorf("%d pins left after the containers", n)
+	}
+	// A module with another entry function is another container of the
+	// same entry: the exports in the record check it on a hit too.
+	if r := run(t, flags, "/nostart.wasm"); r.code == 0 {
+		t.Errorf("module without _start ran: %+v", r)
+	}
+	_, r := runNamed(t, nil, flags, "/nostart.wasm")
+	if r.code == 0 || !strings.Contains(r.stderr, "no exported function") {
+		t.Errorf("module without _start, cached: %+v", r)
+	}
+}
+
+// TestCacheDamaged damages cached entries on disk: every container still
+// runs its own module, the bad entry is dropped and compiled again.
+func TestCacheDamaged(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, probe, other string)
+	}{
+		{"truncated", func(t *testing.T, probe, _ string) {
+			if err := os.Truncate(probe, 1000); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"byte flipped", func(t *testing.T, probe, _ string) {
+			os.Chmod(probe, 0o644)
+			f, err := os.OpenFile(probe, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt([]byte{0xcc}, 4096)
+			f.Close()
+		}},
+		{"swapped with another module's", func(t *testing.T, probe, other string) {
+			tmp := probe + ".tmp"
+			for _, mv := range [][2]string{{probe, tmp}, {other, probe}, {tmp, other}} {
+				if err := os.Rename(mv[0], mv[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			flags, dir := ownCache(t, "")
+			runProbeEcho(t, flags, "warm")
+			probeEntry := newestEntry(t, dir)
+			time.Sleep(10 * time.Millisecond)
+			if r := run(t, flags, "/exit42.wasm"); r.code != 42 {
+				t.Fatalf("exit42: %+v", r)
+			}
+			otherEntry := newestEntry(t, dir)
+			tt.damage(t, probeEntry, otherEntry)
+			id := runProbeEcho(t, flags, "after damage")
+			if cacheHit(t, id) {
+				t.Error("a damaged entry was used")
+			}
+			if l := shimLog(t, id, "\"compile cache\""); !strings.Contains(l, "dropped") {
+				t.Errorf("no warning about the dropped entry: %s", l)
+			}
+			if r := run(t, flags, "/exit42.wasm"); r.code != 42 {
+				t.Errorf("the other module after the damage: %+v", r)
+			}
+			if !cacheHit(t, runProbeEcho(t, flags, "repaired")) {
+				t.Error("the entry compiled again is not used")
+			}
+		})
+	}
+}
+
+// newestEntry is the most recently written compiled code in a cache.
+func newestEntry(t *testing.T, dir string) string {
+	t.Helper()
+	des, err := os.ReadDir(filepath.Join(dir, "entries"))
+	if err != nil || len(des) == 0 {
+		t.Fatalf("no cache entries: %v", err)
+	}
+	var newest string
+	var when time.Time
+	for _, de := range des {
+		if info, err := de.Info(); err == nil && info.ModTime().After(when) {
+			newest, when = filepath.Join(dir, "entries", de.Name()), info.ModTime()
+		}
+	}
+	return newest
+}
+
+// TestCacheConcurrentCreates starts containers of one module at once, each
+// with a shim of its own: one compiles, the others wait and load.
+func TestCacheConcurrentCreates(t *testing.T) {
+	flags, dir := ownCache(t, "")
+	const n = 3
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i] = runProbeEcho(t, flags, fmt.Sprintf("concurrent-%d", i))
+		}()
+	}
+	wg.Wait()
+	misses := 0
+	for _, id := range ids {
+		if id != "" && !cacheHit(t, id) {
+			misses++
+		}
+	}
+	if misses != 1 {
+		t.Errorf("%d of %d concurrent creates compiled the module, want 1", misses, n)
+	}
+	if got := dirLen(t, filepath.Join(dir, "entries")); got != 1 {
+		t.Errorf("%d entries", got)
+	}
+}
+
+// TestCacheUnusable: with a cache root that is a file, containers run all
+// the same (the runner compiles) and the shim says why.
+func TestCacheUnusable(t *testing.T) {
+	flags := unusableCache(t)
+	id := runProbeEcho(t, flags, "no cache")
+	if l := shimLog(t, id, "created"); strings.Contains(l, "cache_hit") {
+		t.Errorf("a container used an unusable cache: %s", l)
+	}
+	if r := run(t, flags, "/corrupt.wasm"); r.code == 0 || !strings.Contains(r.stderr, "/corrupt.wasm") {
+		t.Errorf("corrupt module without a cache: %+v", r)
+	}
+}
+
+// unusableCache returns ctr flags for runtime options whose cache root is
+// a regular file.
+func unusableCache(t *testing.T) []string {
+	flags, dir := ownCache(t, "")
+	root := filepath.Dir(dir)
+	if err := os.WriteFile(root, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return flags
+}
+
+// TestCacheEviction: with a cache bound smaller than one entry, every
+// entry is evicted at once, and containers still run.
+func TestCacheEviction(t *testing.T) {
+	flags, dir := ownCache(t, "CacheMaxBytes = 1\n")
+	for i := 0; i < 2; i++ {
+		if cacheHit(t, runProbeEcho(t, flags, "evicted")) {
+			t.Error("an entry past the bound was kept")
+		}
+	}
+	if n := dirLen(t, filepath.Join(dir, "entries")); n != 0 {
+		t.Errorf("%d entries past the bound", n)
+	}
+}
+
+// TestCompileLimits: a compile that needs more memory than the helper's
+// limit fails Create with the reason, and leaves nothing behind.
+func TestCompileLimits(t *testing.T) {
+	flags, dir := ownCache(t, "CompileMemoryLimit = 8388608\n")
+	id, r := runNamed(t, nil, flags, "/probe.wasm", "echo", "x")
+	if r.code == 0 || !strings.Contains(r.stderr, "out of memory") || !strings.Contains(r.stderr, "CompileMemoryLimit") {
+		t.Errorf("compile past the memory limit: %+v", r)
+	}
+	if n := dirLen(t, filepath.Join(dir, "entries")); n != 0 {
+		t.Errorf("%d entries after a failed compile", n)
+	}
+	if n := dirLen(t, filepath.Join(dir, "tmp")); n != 0 {
+		t.Errorf("%d staging files after a failed compile", n)
+	}
+	_ = id
+	// A bad module is not cached either.
+	flags, dir = ownCache(t, "")
+	if r := run(t, flags, "/corrupt.wasm"); r.code == 0 || !strings.Contains(r.stderr, "/corrupt.wasm") {
+		t.Errorf("corrupt module: %+v", r)
+	}
+	if n := dirLen(t, filepath.Join(dir, "entries")); n != 0 {
+		t.Errorf("a corrupt module was cached")
+	}
+}
+
+// TestTrace: with the Trace option, the runner reports its phases.
+func TestTrace(t *testing.T) {
+	flags, _ := ownCache(t, "Trace = true\n")
+	runProbeEcho(t, flags, "warm")
+	_, r := runNamed(t, nil, flags, "/probe.wasm", "echo", "traced")
+	line := findLine(r.stderr, runtime.TracePrefix)
+	var tr runtime.Trace
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, runtime.TracePrefix)), &tr); err != nil {
+		t.Fatalf("trace line %q in %q: %v", line, r.stderr, err)
+	}
+	if tr.Load <= 0 || tr.Run <= 0 || tr.Started.IsZero() || tr.Load > 10*time.Second {
+		t.Errorf("trace %+v", tr)
+	}
+	if r := run(t, nil, "/probe.wasm", "echo", "untraced"); strings.Contains(r.stderr, runtime.TracePrefix) {
+		t.Errorf("traced without the option: %q", r.stderr)
+	}
+}
