@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/experimental/sock"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
@@ -123,7 +124,9 @@ func denylist(cache string) (*Denylist, error) {
 // DirFS returns the host directory dir, confined by deny, as the guest's
 // file system.
 func DirFS(dir string, deny *Denylist) experimentalsys.FS {
-	return NewConfinedFS(sysfs.DirFS(dir), deny)
+	c := NewConfinedFS(sysfs.DirFS(dir), deny)
+	c.hostDir = dir
+	return c
 }
 
 // Run compiles (or loads from cfg.Cache) and runs the module cfg names,
@@ -189,7 +192,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := rt.InstantiateModule(ctx, compiled, mc)
+	mod, err := rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mmapAllocator{}), compiled, mc)
 	if err != nil {
 		if status, msg := ExitStatus(err); msg == "" {
 			return status
@@ -247,9 +250,12 @@ func typeNames(ts []api.ValueType) string {
 	return strings.Join(names, ", ")
 }
 
-// readModule reads a module through the confined file system, so that the
-// runner cannot be made to load what the guest may not see either.
+// readModule reads (or maps) a module through the confined file system, so
+// that the runner cannot be made to load what the guest may not see either.
 func readModule(root experimentalsys.FS, p string) ([]byte, error) {
+	if c, ok := root.(*ConfinedFS); ok && c.hostDir != "" {
+		return c.mapFile(p)
+	}
 	f, errno := root.OpenFile(relative(p), experimentalsys.O_RDONLY, 0)
 	if errno != 0 {
 		return nil, errno
