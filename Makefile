@@ -4,6 +4,7 @@
 #   make test   unit and integration tests (root; installs runc, wabt and containerd)
 #   make build  the shim and the image packer into bin/
 #   make lint   go vet and gofmt
+#   make bench  start-up, throughput and memory against native runc, into BENCHMARKS.md
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -13,7 +14,7 @@ CONTAINERD_VERSION := v2.4.2
 CONTAINERD_STAMP   := $(CURDIR)/.tools/containerd-$(CONTAINERD_VERSION)-runc-shim
 export PATH := $(BIN):$(TOOLBIN):$(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps packages containerd demo test unit integration lint clean
+.PHONY: all build deps packages containerd demo test unit integration lint clean bench
 
 all: build
 
@@ -46,6 +47,11 @@ $(CONTAINERD_STAMP):
 		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD_VERSION)
 	touch $@
 
+# The wazero CLI, for the benchmark's baseline: the version the shim links.
+WAZERO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/tetratelabs/wazero)
+$(TOOLBIN)/wazero: go.mod
+	GOBIN=$(TOOLBIN) CGO_ENABLED=0 $(GO) install github.com/tetratelabs/wazero/cmd/wazero@$(WAZERO_VERSION)
+
 demo: deps build
 	./scripts/demo.sh
 
@@ -58,8 +64,16 @@ integration:
 	WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 $(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | \
 		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
+# A benchmark, not a test: it never fails on speed. BENCH_RUNS and
+# BENCH_TASKS scale it down (see integration/bench_test.go).
+bench: deps build $(TOOLBIN)/wazero
+	BENCH_OUT=$(CURDIR)/BENCHMARKS.md WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
+		$(GO) test -tags bench -count=1 -timeout 150m -run '^TestBench$$' -v ./integration/ 2>&1 | \
+		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./integration/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
