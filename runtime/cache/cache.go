@@ -19,7 +19,8 @@
 //	v1/tmp/         staging for compiles and records
 //
 // Files are written in tmp/ and renamed into place, the code before its
-// record, so a reader sees a whole entry or none. Entries past the size
+// record, so a reader sees a whole entry or none; what a crash tears fails
+// verification. Entries past the size
 // bound are evicted, least recently used first. A container is given a
 // pin, not the entry itself: an entry evicted meanwhile stays on disk until
 // the pin is released, and the pin is what is verified.
@@ -182,14 +183,16 @@ func (c *Cache) Get(ctx context.Context, module string, compile Compiler, warn f
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		warn(err)
 	}
-	if err := c.add(ctx, key, module, compile); err != nil {
+	rec, err := c.add(ctx, key, module, compile)
+	if err != nil {
 		return nil, err
 	}
-	e, err := c.lookup(key, module)
+	// The code was hashed as it was added: the pin needs no second check.
+	pin, err := c.pin(key)
 	if err != nil {
 		return nil, fmt.Errorf("compile cache: entry just added: %w", err)
 	}
-	e.Hit = false
+	e := &Entry{Record: *rec, Path: pin}
 	if err := c.Evict(); err != nil {
 		warn(err)
 	}
@@ -304,42 +307,46 @@ func (c *Cache) lock(ctx context.Context, key string) (func(), error) {
 }
 
 // add compiles into a staging directory and moves the result into place.
-func (c *Cache) add(ctx context.Context, key, module string, compile Compiler) error {
+func (c *Cache) add(ctx context.Context, key, module string, compile Compiler) (*Record, error) {
 	stage, err := os.MkdirTemp(filepath.Join(c.dir, "tmp"), key+".")
 	if err != nil {
-		return fmt.Errorf("compile cache staging: %w", err)
+		return nil, fmt.Errorf("compile cache staging: %w", err)
 	}
 	defer os.RemoveAll(stage)
 	meta, err := compile(ctx, stage)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	name, err := compiledFile(stage)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	staged := filepath.Join(stage, name)
 	f, err := os.Open(staged)
 	if err != nil {
-		return fmt.Errorf("compile cache: %w", err)
+		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	h := sha256.New()
 	size, err := io.Copy(h, f)
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("compile cache: read compiled code: %w", err)
+		return nil, fmt.Errorf("compile cache: read compiled code: %w", err)
 	}
 	if err := os.Chmod(staged, 0o444); err != nil {
-		return fmt.Errorf("compile cache: %w", err)
+		return nil, fmt.Errorf("compile cache: %w", err)
 	}
 	if err := os.Rename(staged, filepath.Join(c.dir, "entries", key)); err != nil {
-		return fmt.Errorf("compile cache: %w", err)
+		return nil, fmt.Errorf("compile cache: %w", err)
 	}
-	rec, err := json.Marshal(Record{Module: module, Engine: c.engine, Name: name, Size: size, SHA256: hex.EncodeToString(h.Sum(nil)), Meta: meta})
+	rec := &Record{Module: module, Engine: c.engine, Name: name, Size: size, SHA256: hex.EncodeToString(h.Sum(nil)), Meta: meta}
+	data, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("compile cache record: %w", err)
+		return nil, fmt.Errorf("compile cache record: %w", err)
 	}
-	return c.writeFile(filepath.Join(c.dir, "index", key), rec)
+	if err := c.writeFile(filepath.Join(c.dir, "index", key), data); err != nil {
+		return nil, err
+	}
+	return rec, nil
 }
 
 // compiledFile finds the one file a compile wrote under dir, in wazero's
@@ -387,7 +394,9 @@ func validHex(s string) bool {
 	return err == nil
 }
 
-// writeFile writes data to path atomically: a synced file in tmp/, renamed.
+// writeFile writes data to path atomically: a file in tmp/, renamed. It
+// is not synced: an entry torn by a crash fails verification and is
+// compiled again, so durability would buy nothing but the wait.
 func (c *Cache) writeFile(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), filepath.Base(path)+".*")
 	if err != nil {
@@ -395,9 +404,6 @@ func (c *Cache) writeFile(path string, data []byte) error {
 	}
 	defer os.Remove(f.Name())
 	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
