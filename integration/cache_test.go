@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +114,69 @@ func TestCache(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "no exported function") {
 		t.Errorf("module without _start, cached: %+v", r)
 	}
+}
+
+// TestCacheIsolation: a container has its own module's compiled code
+// mounted, read-only, and no other module's; the guest cannot open it.
+func TestCacheIsolation(t *testing.T) {
+	flags, dir := ownCache(t, "")
+	if r := run(t, flags, "/exit42.wasm"); r.code != 42 {
+		t.Fatalf("exit42: %+v", r)
+	}
+	runProbeEcho(t, flags, "warm") // two entries now
+	name := entryName(t, dir, filepath.Join(e.fixtures, "probe.wasm"))
+	if records, _ := filepath.Glob(filepath.Join(dir, "index", "*")); len(records) != 2 || name == "" {
+		t.Fatalf("records %v; no entry of the probe", records)
+	}
+	b := startBackground(t, flags, "/probe.wasm", "sleep")
+	pid := waitRunning(t, b.id)
+	mountinfo, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mounts []string
+	for _, l := range strings.Split(string(mountinfo), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 5 && strings.HasPrefix(f[4], runtime.CachePath+"/") {
+			mounts = append(mounts, f[4])
+			if !slices.Contains(strings.Split(f[5], ","), "ro") || !strings.Contains(f[5], "noexec") {
+				t.Errorf("compiled code mounted with %s, want ro and noexec", f[5])
+			}
+		}
+	}
+	if want := runtime.CachePath + "/" + name; len(mounts) != 1 || mounts[0] != want {
+		t.Errorf("compiled code mounted in the container: %v, want only %s", mounts, want)
+	}
+	b.terminate(t)
+	r := run(t, flags, "/probe.wasm", "open", runtime.CachePath+"/"+name, runtime.CachePath)
+	if strings.Count(r.stdout, "refused") != 2 {
+		t.Errorf("guest opening its compiled code: %q", r.stdout)
+	}
+}
+
+// entryName is the name (in wazero's layout) of module's entry in the
+// cache's layout directory dir, or "".
+func entryName(t *testing.T, dir, module string) string {
+	t.Helper()
+	bin, err := os.ReadFile(module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	records, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
+	for _, p := range records {
+		var rec struct{ Module, Name string }
+		if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &rec) == nil && rec.Module == hex.EncodeToString(sum[:]) {
+			return rec.Name
+		}
+	}
+	return ""
+}
+
+// cachedIn says whether a cache's layout directory has module's entry.
+func cachedIn(t *testing.T, dir, module string) bool {
+	t.Helper()
+	return entryName(t, dir, module) != ""
 }
 
 // TestCacheDamaged damages cached entries on disk: every container still

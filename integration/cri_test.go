@@ -459,4 +459,9 @@ func TestCRIWasmServer(t *testing.T) {
 	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", runner)); strings.Contains(string(b), "WASM_LISTEN") {
 		t.Errorf("the runner's environment holds WASM_LISTEN: %q", b)
 	}
+	// The handler's options reached the shim: the server (run by no other
+	// test) was compiled into the tests' cache, not the node's default one.
+	if !cachedIn(t, filepath.Join(e.cacheRoot, "v1"), filepath.Join(e.fixtures, "http-server.wasm")) {
+		t.Errorf("the server is not in the compile cache of the handler's options (%s)", e.cacheRoot)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -190,15 +191,16 @@ func (b *bg) waitOutput(t *testing.T, want string) {
 	}
 }
 
-// waitRunning waits until task id runs.
-func waitRunning(t *testing.T, id string) {
+// waitRunning waits until task id runs, and returns its pid.
+func waitRunning(t *testing.T, id string) int {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out, _, _ := e.ctr("task", "ls")
 		for _, l := range strings.Split(out, "\n") {
 			if f := strings.Fields(l); len(f) == 3 && f[0] == id && f[2] == "RUNNING" {
-				return
+				pid, _ := strconv.Atoi(f[1])
+				return pid
 			}
 		}
 		if time.Now().After(deadline) {
