@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ import (
 // BENCH_RUNS (default 20) is the number of timed runs of each latency
 // workload; BENCH_TASKS (default 500) the tasks of each throughput run.
 //
-// BENCH_ONLY (latency, breakdown, memory or throughput) runs one part, for
+// BENCH_ONLY (latency, breakdown, cpu, memory or throughput) runs one part, for
 // profiling; the report then covers that part only and is not written.
 func TestBench(t *testing.T) {
 	b := newBench(t)
@@ -45,7 +46,7 @@ func TestBench(t *testing.T) {
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T)
-	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"memory", b.memory}, {"throughput", b.throughput}} {
+	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}} {
 		if only == "" || only == part.name {
 			part.run(t)
 		}
@@ -85,6 +86,7 @@ type bench struct {
 	compile    map[string]time.Duration // wazero's bare compile, in process
 	cliCompile map[string]time.Duration // `wazero compile`, a fresh process
 	phases     map[string]map[string][]time.Duration
+	cpuPer     map[string]time.Duration // busy CPU time of the machine per task
 	mem        []memRow
 	tput       []tputRow
 	notes      []string
@@ -121,6 +123,7 @@ func newBench(t *testing.T) *bench {
 		compile:    map[string]time.Duration{},
 		cliCompile: map[string]time.Duration{},
 		phases:     map[string]map[string][]time.Duration{},
+		cpuPer:     map[string]time.Duration{},
 	}
 	b.runcRoot = filepath.Join(b.dir, "runc-native")
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
@@ -372,37 +375,106 @@ func (b *bench) breakdown(t *testing.T) {
 	}
 }
 
-// throughput runs b.tasks tasks at several parallelisms.
+// busyCPU is the machine's busy CPU time so far, from /proc/stat.
+func busyCPU() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+var cpuOrder = []string{"native", "native-wasm-shim", "tiny-warm", "go-warm"}
+
+// cpu measures the machine's busy CPU time per task, over b.runs tasks
+// run one after another: what bounds throughput once the cores are busy.
+// With BENCH_PERF set to a directory, each workload's loop is recorded by
+// `perf record -a` there, for `perf report --sort comm`.
+func (b *bench) cpu(t *testing.T) {
+	for _, k := range cpuOrder {
+		var perf *exec.Cmd
+		if dir := os.Getenv("BENCH_PERF"); dir != "" {
+			perf = exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", filepath.Join(dir, k+".data"))
+			if err := perf.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+		}
+		start := busyCPU()
+		for i := 0; i < b.runs; i++ {
+			if _, _, _, err := b.run(b.workloads[k]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.cpuPer[k] = (busyCPU() - start) / time.Duration(b.runs)
+		if perf != nil {
+			perf.Process.Signal(syscall.SIGINT)
+			perf.Wait()
+		}
+	}
+}
+
+// throughput runs b.tasks tasks of each workload at several parallelisms.
+// The workloads take turns, a fifth of their tasks at a time, so that a
+// slow spell of the machine hits them alike.
 func (b *bench) throughput(t *testing.T) {
-	for _, k := range []string{"native", "tiny-warm", "go-warm"} {
-		for _, p := range []int{1, 8, 32} {
-			var next, failed atomic.Int64
-			var wg sync.WaitGroup
-			var firstErr error
-			var once sync.Once
-			start := time.Now()
-			for i := 0; i < p; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for next.Add(1) <= int64(b.tasks) {
-						if _, _, _, err := b.run(b.workloads[k]); err != nil {
-							failed.Add(1)
-							once.Do(func() { firstErr = err })
-						}
-					}
-				}()
+	const rounds = 5
+	keys := []string{"native", "tiny-warm", "go-warm"}
+	for _, p := range []int{1, 8, 32} {
+		wall := map[string]time.Duration{}
+		failed := map[string]int64{}
+		for round := 0; round < rounds; round++ {
+			n := b.tasks / rounds
+			if round == rounds-1 {
+				n = b.tasks - n*(rounds-1)
 			}
-			wg.Wait()
-			wall := time.Since(start)
-			row := tputRow{key: k, parallel: p, perSec: float64(int64(b.tasks)-failed.Load()) / wall.Seconds(), failed: int(failed.Load())}
+			for _, k := range keys {
+				d, f, err := b.tasksAt(k, n, p)
+				wall[k] += d
+				failed[k] += f
+				if err != nil {
+					t.Errorf("%s at parallelism %d: %d failed, first: %v", k, p, f, err)
+				}
+			}
+		}
+		for _, k := range keys {
+			row := tputRow{key: k, parallel: p, perSec: float64(int64(b.tasks)-failed[k]) / wall[k].Seconds(), failed: int(failed[k])}
 			b.tput = append(b.tput, row)
-			if firstErr != nil {
-				t.Errorf("%s at parallelism %d: %d failed, first: %v", k, p, failed.Load(), firstErr)
-			}
 			t.Logf("throughput %s p=%d: %.2f tasks/s", k, p, row.perSec)
 		}
 	}
+}
+
+// tasksAt runs n tasks of workload k with p at a time, and returns the
+// wall time, the number that failed and the first failure.
+func (b *bench) tasksAt(k string, n, p int) (time.Duration, int64, error) {
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	start := time.Now()
+	for i := 0; i < p; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if _, _, _, err := b.run(b.workloads[k]); err != nil {
+					failed.Add(1)
+					once.Do(func() { firstErr = err })
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start), failed.Load(), firstErr
 }
 
 // procStatus reads a field (in kB) of /proc/PID/status, in bytes.
@@ -601,6 +673,10 @@ func (b *bench) printPart(t *testing.T, part string) {
 				t.Logf("%-20s %-14s %s", k, key, ms1(median(ds)))
 			}
 		}
+	case "cpu":
+		for _, k := range cpuOrder {
+			t.Logf("%-20s %s CPU per task", k, ms(b.cpuPer[k]))
+		}
 	case "memory":
 		for _, r := range b.mem {
 			t.Logf("%-80s %s", r.what, mb(r.bytes))
@@ -663,7 +739,17 @@ func (b *bench) report(t *testing.T) {
 		add("| %s | %s |", r.title, strings.Join(cells, " | "))
 	}
 	add("")
-	add("### Throughput: %d tasks of `ctr run --rm`", b.tasks)
+	add("### CPU per task")
+	add("")
+	add("The machine's busy CPU time per `ctr run --rm`, over %d tasks run one after another (ctr, containerd, the shim, runc and the container): what bounds throughput once the cores are busy.", b.runs)
+	add("")
+	add("| Workload | CPU per task | vs (a) |")
+	add("| --- | ---: | ---: |")
+	for _, k := range cpuOrder {
+		add("| %s | %s | %.2fx |", b.workloads[k].title, ms(b.cpuPer[k]), float64(b.cpuPer[k])/float64(b.cpuPer["native"]))
+	}
+	add("")
+	add("### Throughput: %d tasks of `ctr run --rm` (workloads interleaved in five rounds)", b.tasks)
 	add("")
 	add("| Workload | parallelism | tasks/s | vs (a) | failed |")
 	add("| --- | ---: | ---: | ---: | ---: |")
