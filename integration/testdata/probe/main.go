@@ -90,6 +90,11 @@ func main() {
 			f.Close()
 			fmt.Printf("linkopen %s: OPENED\n", target)
 		}
+	case "tick": // a numbered line every 100 ms, forever
+		for i := 0; ; i++ {
+			fmt.Println("tick", i)
+			time.Sleep(100 * time.Millisecond)
+		}
 	case "clock": // wall time, a sleep measured on the monotonic clock, random bytes
 		start := time.Now()
 		time.Sleep(200 * time.Millisecond)
