@@ -325,7 +325,7 @@ func TestCacheEviction(t *testing.T) {
 // limit fails Create with the reason, and leaves nothing behind.
 func TestCompileLimits(t *testing.T) {
 	flags, dir := ownCache(t, "CompileMemoryLimit = 8388608\n")
-	id, r := runNamed(t, nil, flags, "/probe.wasm", "echo", "x")
+	r := run(t, flags, "/probe.wasm", "echo", "x")
 	if r.code == 0 || !strings.Contains(r.stderr, "out of memory") || !strings.Contains(r.stderr, "CompileMemoryLimit") {
 		t.Errorf("compile past the memory limit: %+v", r)
 	}
@@ -335,7 +335,6 @@ func TestCompileLimits(t *testing.T) {
 	if n := dirLen(t, filepath.Join(dir, "tmp")); n != 0 {
 		t.Errorf("%d staging files after a failed compile", n)
 	}
-	_ = id
 	// A bad module is not cached either.
 	flags, dir = ownCache(t, "")
 	if r := run(t, flags, "/corrupt.wasm"); r.code == 0 || !strings.Contains(r.stderr, "/corrupt.wasm") {
