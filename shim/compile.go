@@ -137,6 +137,8 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 		Stdin:  pr,
 		Stdout: &stdout,
 		Stderr: &stderr,
+		// A compile outliving a killed shim would hold memory for nothing.
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	}
 	start := time.Now()
 	ec, err := reaper.Default.Start(cmd)
