@@ -7,9 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hostPage is the host's page size, the granularity of commits.
-const hostPage = 4096
-
 // mmapAllocator backs each linear memory with its own reservation of
 // address space, as large as the memory's maximum, committed as the
 // guest grows into it. Growing never copies (wazero's default allocator
@@ -89,4 +86,9 @@ func (m *mmapMemory) Free() {
 	}
 }
 
-func roundPage(n uint64) uint64 { return (n + hostPage - 1) &^ (hostPage - 1) }
+// roundPage rounds n up to the host's page size, the granularity of
+// mprotect and so of commits (4 KiB here; 16 or 64 KiB on some arm64).
+func roundPage(n uint64) uint64 {
+	page := uint64(unix.Getpagesize())
+	return (n + page - 1) &^ (page - 1)
+}
