@@ -5,16 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // CompilerName is the argv[0] under which the shim starts its own binary as
 // the compile helper (see CompileMain).
 const CompilerName = "containerd-shim-wasm-compile"
 
-// Exports maps a module's exported functions to their parameter types
-// (comma-separated, "" for none): enough to check an entry function
-// without the module.
-type Exports map[string]string
+// Exports maps a module's exported functions to their parameter types:
+// enough to check an entry function without the module.
+type Exports map[string][]string
 
 // CheckExport reports whether exports has fn as an entry function, with
 // the same errors as CheckEntry.
@@ -23,14 +23,8 @@ func (e Exports) CheckExport(fn string) error {
 	if !ok {
 		return fmt.Errorf("no exported function %q", fn)
 	}
-	if params != "" {
-		n := 1
-		for _, c := range params {
-			if c == ',' {
-				n++
-			}
-		}
-		return fmt.Errorf("exported function %q takes %d parameters (%s); an entry function takes none", fn, n, params)
+	if len(params) != 0 {
+		return fmt.Errorf("exported function %q takes %d parameters (%s); an entry function takes none", fn, len(params), strings.Join(params, ", "))
 	}
 	return nil
 }

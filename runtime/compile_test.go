@@ -59,7 +59,7 @@ func TestRunFromCache(t *testing.T) {
 }
 
 func TestExportsCheck(t *testing.T) {
-	exports := Exports{"_start": "", "add": "i32, i32", "one": "i64"}
+	exports := Exports{"_start": nil, "add": {"i32", "i32"}, "one": {"i64"}}
 	tests := []struct{ fn, want string }{
 		{"_start", ""},
 		{"main", `no exported function "main"`},

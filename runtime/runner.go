@@ -242,12 +242,12 @@ func CheckEntry(m wazero.CompiledModule, fn string) error {
 	return exports.CheckExport(fn)
 }
 
-func typeNames(ts []api.ValueType) string {
+func typeNames(ts []api.ValueType) []string {
 	names := make([]string, len(ts))
 	for i, t := range ts {
 		names[i] = api.ValueTypeName(t)
 	}
-	return strings.Join(names, ", ")
+	return names
 }
 
 // readModule reads (or maps) a module through the confined file system, so
