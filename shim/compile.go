@@ -10,15 +10,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
@@ -29,8 +25,6 @@ import (
 )
 
 const (
-	// compileTimeout bounds how long a compile (or a check) may take.
-	compileTimeout = 2 * time.Minute
 	// defaultCompileCgroup is the parent cgroup of compile helpers.
 	defaultCompileCgroup = "/containerd-shim-wasm"
 	// defaultCompileMemory is a compile helper's memory limit: compiling
@@ -119,31 +113,16 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("read module %s: %w", ep.Path, err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find the shim's binary to compile the module: %w", err)
-	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("compile %s: %w", ep.Path, err)
 	}
 	defer pr.Close()
 	defer pw.Close()
-	var stdout, stderr bytes.Buffer
-	cmd := &exec.Cmd{
-		Path:   self,
-		Args:   []string{runtime.CompilerName, dir},
-		Env:    []string{},
-		Stdin:  pr,
-		Stdout: &stdout,
-		Stderr: &stderr,
-		// A compile outliving a killed shim would hold memory for nothing.
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
-	}
 	start := time.Now()
-	ec, err := reaper.Default.Start(cmd)
+	h, err := startHelper(ctx, runtime.CompilerName, []string{dir}, pr)
 	if err != nil {
-		return nil, fmt.Errorf("start compile helper: %w", err)
+		return nil, err
 	}
 	pr.Close()
 	limit := opts.CompileMemoryLimit
@@ -154,15 +133,15 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	if parent == "" {
 		parent = defaultCompileCgroup
 	}
-	group, err := cgroups.NewGroup(path.Join("/", parent, "compile-"+strconv.Itoa(cmd.Process.Pid)), limit, compilePids)
+	group, err := cgroups.NewGroup(path.Join("/", parent, "compile-"+strconv.Itoa(h.pid())), limit, compilePids)
 	if err == nil {
-		if err = group.Add(cmd.Process.Pid); err != nil {
+		if err = group.Add(h.pid()); err != nil {
 			group.Delete()
 		}
 	}
 	if err != nil {
-		cmd.Process.Kill()
-		reaper.Default.Wait(cmd, ec)
+		h.kill()
+		h.wait()
 		return nil, fmt.Errorf("compile helper: %w", err)
 	}
 	defer func() {
@@ -170,27 +149,21 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 			log.G(ctx).WithError(err).Warn("compile helper's cgroup")
 		}
 	}()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(compileTimeout, func() { timedOut.Store(true); cmd.Process.Kill() })
-	stop := context.AfterFunc(ctx, func() { cmd.Process.Kill() })
-	h := sha256.New()
-	_, copyErr := io.Copy(io.MultiWriter(pw, h), f)
+	sum := sha256.New()
+	_, copyErr := io.Copy(io.MultiWriter(pw, sum), f)
 	pw.Close()
-	status, err := reaper.Default.Wait(cmd, ec)
-	timer.Stop()
-	stop()
+	status, msg, err := h.wait()
 	if err != nil {
 		return nil, fmt.Errorf("compile helper: %w", err)
 	}
-	msg := strings.TrimSpace(stderr.String())
 	switch {
 	case status == 0:
-	case status == runtime.ExitCannotRun && msg != "":
-		return nil, &compileError{fmt.Errorf("entrypoint %s: %s: %w", ep.Path, msg, errdefs.ErrInvalidArgument)}
+	case refused(ep, status, msg) != nil:
+		return nil, &compileError{refused(ep, status, msg)}
 	case group.OOMKilled():
 		return nil, &compileError{fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit): %w", ep.Path, limit, errdefs.ErrResourceExhausted)}
-	case timedOut.Load():
-		return nil, &compileError{fmt.Errorf("compile module %s: took more than %s: %w", ep.Path, compileTimeout, context.DeadlineExceeded)}
+	case h.timedOut.Load():
+		return nil, &compileError{fmt.Errorf("compile module %s: took more than %s: %w", ep.Path, helperTimeout, context.DeadlineExceeded)}
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("compile module %s: %w", ep.Path, ctx.Err())
 	default:
@@ -199,9 +172,9 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	if copyErr != nil {
 		return nil, fmt.Errorf("read module %s: %w", ep.Path, copyErr)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != digest {
+	if got := hex.EncodeToString(sum.Sum(nil)); got != digest {
 		return nil, fmt.Errorf("module %s changed while it was compiled", ep.Path)
 	}
 	log.G(ctx).Debugf("compiled %s (sha256 %s) in %s", ep.Path, digest, time.Since(start))
-	return bytes.TrimSpace(stdout.Bytes()), nil
+	return bytes.TrimSpace(h.stdout.Bytes()), nil
 }
