@@ -132,8 +132,7 @@ func newBench(t *testing.T) *bench {
 	opts := func(name, extra string) ([]string, string) {
 		root := filepath.Join(b.dir, name+"-cache")
 		p := filepath.Join(b.dir, name+".toml")
-		body := fmt.Sprintf("Root = %q\nCacheRoot = %q\nCompileCgroup = %q\n%s", e.runcRoot, root, e.compileCg, extra)
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(e.runtimeOptionsWith(root, extra)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return []string{"--runtime-config-path", p}, root
@@ -517,21 +516,7 @@ func (b *bench) detached(t *testing.T, w workload, id string) int {
 		t.Fatalf("start %s: %v: %s", id, err, stderr)
 	}
 	t.Cleanup(func() { b.remove(id) })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, _, _ := e.ctr("task", "ls")
-		for _, l := range strings.Split(out, "\n") {
-			f := strings.Fields(l)
-			if len(f) == 3 && f[0] == id && f[2] == "RUNNING" {
-				pid, _ := strconv.Atoi(f[1])
-				return pid
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not run", id)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return waitRunning(t, id)
 }
 
 func (b *bench) remove(id string) {

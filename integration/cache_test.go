@@ -26,8 +26,7 @@ func ownCache(t *testing.T, extra string) ([]string, string) {
 		t.Fatal(err)
 	}
 	opts := filepath.Join(dir, "options.toml")
-	body := fmt.Sprintf("Root = %q\nCacheRoot = %q\nCompileCgroup = %q\n%s", e.runcRoot, filepath.Join(dir, "cache"), e.compileCg, extra)
-	if err := os.WriteFile(opts, []byte(body), 0o644); err != nil {
+	if err := os.WriteFile(opts, []byte(e.runtimeOptionsWith(filepath.Join(dir, "cache"), extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return []string{"--runtime-config-path", opts}, filepath.Join(dir, "cache", "v1")

@@ -205,7 +205,13 @@ func filterWarnings(s string) string {
 
 // runtimeOptions are the shim's runtime options in every test, as TOML.
 func (e *env) runtimeOptions() string {
-	return fmt.Sprintf("Root = %q\nCacheRoot = %q\nCompileCgroup = %q\n", e.runcRoot, e.cacheRoot, e.compileCg)
+	return e.runtimeOptionsWith(e.cacheRoot, "")
+}
+
+// runtimeOptionsWith are runtimeOptions with another compile cache and
+// extra TOML lines.
+func (e *env) runtimeOptionsWith(cacheRoot, extra string) string {
+	return fmt.Sprintf("Root = %q\nCacheRoot = %q\nCompileCgroup = %q\n%s", e.runcRoot, cacheRoot, e.compileCg, extra)
 }
 
 // stop ends containerd and every shim it started, and removes what the
