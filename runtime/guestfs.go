@@ -43,27 +43,20 @@ func NewDenylist(mountinfo io.Reader) (*Denylist, error) {
 	d := &Denylist{devs: map[uint64]string{}, files: map[fileID]string{}}
 	sc := bufio.NewScanner(mountinfo)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
+		m, err := parseMountLine(sc.Text())
+		if err != nil {
+			return nil, err
 		}
-		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
-			return nil, fmt.Errorf("malformed mountinfo line %q", sc.Text())
-		}
-		if !deniedFSTypes[fields[sep+1]] {
+		if !deniedFSTypes[m.fstype] {
 			continue
 		}
-		major, minor, ok := strings.Cut(fields[2], ":")
+		major, minor, ok := strings.Cut(m.dev, ":")
 		ma, err1 := strconv.ParseUint(major, 10, 32)
 		mi, err2 := strconv.ParseUint(minor, 10, 32)
 		if !ok || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("malformed device %q in mountinfo", fields[2])
+			return nil, fmt.Errorf("malformed device %q in mountinfo", m.dev)
 		}
-		d.devs[unix.Mkdev(uint32(ma), uint32(mi))] = fields[sep+1]
+		d.devs[unix.Mkdev(uint32(ma), uint32(mi))] = m.fstype
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
