@@ -18,6 +18,11 @@ const (
 	// as the one entry of a wazero cache directory. Like the runner, it is
 	// on the container's own /dev tmpfs and never visible to the guest.
 	CachePath = "/dev/.containerd-shim-wasm-cache"
+	// CgroupPath is where the shim mounts the container's own cgroups (a
+	// "cgroup" mount, as runc sets up at /sys/fs/cgroup) when its spec
+	// mounts none, so that the runner can read its memory limit as it
+	// changes (see MemoryMargin). The guest is denied it.
+	CgroupPath = "/dev/.containerd-shim-wasm-cgroup"
 )
 
 // Config is what the shim tells the runner about the guest it runs.

@@ -13,25 +13,36 @@ import (
 // copies the whole memory on every grow), and committed pages are
 // populated up front (MADV_POPULATE_WRITE), which on the VMs measured
 // costs about a twentieth of a page fault per page (BENCHMARKS.md).
-type mmapAllocator struct{}
+//
+// Every grow after a memory's first allocation asks budget, which refuses
+// it (memory.grow then returns -1) when the container's memory limit
+// would leave too little for the runner. The first allocation, the
+// module's declared minimum, is checked before instantiation instead
+// (checkInitialMemory): wazero cannot fail it.
+type mmapAllocator struct {
+	budget *memoryBudget
+}
 
 // Allocate implements experimental.MemoryAllocator. If the address space
 // cannot be reserved it falls back to a memory on the Go heap.
-func (mmapAllocator) Allocate(cap, max uint64) experimental.LinearMemory {
+func (a mmapAllocator) Allocate(cap, max uint64) experimental.LinearMemory {
 	if max < cap {
 		max = cap
 	}
 	buf, err := unix.Mmap(-1, 0, int(roundPage(max)), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		return &heapMemory{max: max}
+		return &heapMemory{max: max, budget: a.budget}
 	}
-	return &mmapMemory{buf: buf}
+	return &mmapMemory{buf: buf, budget: a.budget}
 }
 
-// heapMemory is a linear memory on the Go heap, grown by copying.
+// heapMemory is a linear memory on the Go heap, grown by copying: while
+// it grows, the old and the new copy are both held.
 type heapMemory struct {
-	buf []byte
-	max uint64
+	buf    []byte
+	max    uint64
+	budget *memoryBudget
+	grown  bool // past the first allocation
 }
 
 // Reallocate implements experimental.LinearMemory.
@@ -39,8 +50,16 @@ func (m *heapMemory) Reallocate(size uint64) []byte {
 	if size > m.max {
 		return nil
 	}
+	first := !m.grown
+	m.grown = true
 	if size > uint64(cap(m.buf)) {
-		grown := make([]byte, size, max(size, 2*uint64(cap(m.buf))))
+		newCap := min(max(size, 2*uint64(cap(m.buf))), m.max)
+		if first {
+			m.budget.add(newCap)
+		} else if !m.budget.allow(newCap-uint64(cap(m.buf)), newCap) {
+			return nil
+		}
+		grown := make([]byte, size, newCap)
 		copy(grown, m.buf)
 		m.buf = grown
 	}
@@ -49,12 +68,17 @@ func (m *heapMemory) Reallocate(size uint64) []byte {
 }
 
 // Free implements experimental.LinearMemory.
-func (m *heapMemory) Free() { m.buf = nil }
+func (m *heapMemory) Free() {
+	m.budget.release(uint64(cap(m.buf)))
+	m.buf = nil
+}
 
 // mmapMemory is one reservation; buf[:committed] is readable and writable.
 type mmapMemory struct {
 	buf       []byte
 	committed uint64
+	budget    *memoryBudget
+	grown     bool // past the first allocation
 }
 
 // Reallocate implements experimental.LinearMemory.
@@ -62,15 +86,28 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 	if size > uint64(len(m.buf)) {
 		return nil
 	}
+	first := !m.grown
+	m.grown = true
 	if size > m.committed {
 		end := roundPage(size)
+		n := end - m.committed
+		if first {
+			m.budget.add(n) // the declared minimum, checked before instantiation
+		} else if !m.budget.allow(n, n) {
+			return nil
+		}
 		grow := m.buf[m.committed:end]
 		if err := unix.Mprotect(grow, unix.PROT_READ|unix.PROT_WRITE); err != nil {
+			m.budget.release(n)
 			return nil
 		}
 		// Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages
-		// fault in as they are touched.
+		// fault in as they are touched. ENOMEM: the container's memory
+		// cgroup could not take them after all.
 		if err := unix.Madvise(grow, unix.MADV_POPULATE_WRITE); err != nil && !errors.Is(err, unix.EINVAL) {
+			unix.Mprotect(grow, unix.PROT_NONE)
+			unix.Madvise(grow, unix.MADV_DONTNEED)
+			m.budget.release(n)
 			return nil
 		}
 		m.committed = end
@@ -81,6 +118,7 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 // Free implements experimental.LinearMemory.
 func (m *mmapMemory) Free() {
 	if m.buf != nil {
+		m.budget.release(m.committed)
 		unix.Munmap(m.buf)
 		m.buf, m.committed = nil, 0
 	}

@@ -52,7 +52,7 @@ func Main() int {
 	if cfg.Trace {
 		trace = &Trace{Started: started, Setup: time.Since(started)}
 	}
-	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, trace)
+	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, newMemoryBudget(), trace)
 }
 
 // readConfig reads the Config from ConfigFD and closes it. The shim's file
@@ -95,8 +95,8 @@ func closeInherited() error {
 }
 
 // denylist builds the guest's Denylist: the kernel interface file systems
-// of this mount namespace, the runner's own binary and the directory of
-// the compiled code, if any.
+// of this mount namespace, the runner's own binary, the directory of the
+// compiled code, if any, and the cgroup mount the shim added, if any.
 func denylist(cache string) (*Denylist, error) {
 	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -118,6 +118,9 @@ func denylist(cache string) (*Denylist, error) {
 		}
 		deny.DenyFile(st.Dev, st.Ino, cache)
 	}
+	if err := unix.Stat(CgroupPath, &st); err == nil {
+		deny.DenyFile(st.Dev, st.Ino, CgroupPath)
+	}
 	return deny, nil
 }
 
@@ -134,10 +137,12 @@ func DirFS(dir string, deny *Denylist) experimentalsys.FS {
 // module or the guest are written to stdio.Stderr, as the guest's own
 // output would be.
 func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio) int {
-	return run(ctx, cfg, root, stdio, nil)
+	return run(ctx, cfg, root, stdio, nil, nil)
 }
 
-func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio, trace *Trace) int {
+// run is Run with the guest's memory kept within budget (nil: no limit)
+// and, if trace is not nil, its phases timed and written to stderr.
+func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio, budget *memoryBudget, trace *Trace) int {
 	fail := func(status int, format string, a ...any) int {
 		fmt.Fprintf(stdio.Stderr, "containerd-shim-wasm: %s\n", fmt.Sprintf(format, a...))
 		return status
@@ -162,6 +167,9 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	}
 	phase(&trace.Load)
 	if err := CheckEntry(compiled, cfg.Func); err != nil {
+		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+	}
+	if err := budget.checkInitial(compiled); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
 	if err := instantiateWASI(ctx, rt, stdinFD(stdio.Stdin)); err != nil {
@@ -192,7 +200,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mmapAllocator{}), compiled, mc)
+	mod, err := rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mmapAllocator{budget}), compiled, mc)
 	if err != nil {
 		if status, msg := ExitStatus(err); msg == "" {
 			return status

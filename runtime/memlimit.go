@@ -1,0 +1,308 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+)
+
+// MemoryMargin is what the runner keeps free below the container's memory
+// limit when the guest grows its linear memory: room for the runner's own
+// allocations (WASI calls, the Go heap between collections) after the
+// grow. A grow that would leave less fails, as memory.grow defines (-1).
+const MemoryMargin = 8 << 20
+
+// memoryBudget decides whether the guest's linear memory may grow, from
+// the container's memory cgroup: a grow of n bytes is allowed while the
+// cgroup's anonymous memory (the runner, its compiled code and the guest
+// memory committed so far, and any other process of the container) plus n
+// plus MemoryMargin stays within the limit. The limit is read again as
+// the guest grows, so an Update of the container's limit moves the cap.
+// A nil budget allows every grow.
+type memoryBudget struct {
+	cg     *memoryCgroup
+	margin uint64
+
+	mu        sync.Mutex
+	limit     uint64 // last read; 0: none
+	anon      uint64 // last read, plus what was committed since
+	readAt    time.Time
+	committed uint64 // linear memory committed by this runner
+}
+
+// budgetTTL is how long a reading of the cgroup is trusted for a grow
+// that fits in it: it bounds how late a lowered limit is seen, and spares
+// guests that grow a page at a time two file reads per grow.
+const budgetTTL = 100 * time.Millisecond
+
+// newMemoryBudget returns the budget of the memory cgroup this process is
+// in, as seen through /proc/self; nil if the container has none in view.
+func newMemoryBudget() *memoryBudget {
+	cg, err := selfMemoryCgroup()
+	if err != nil || cg == nil {
+		return nil
+	}
+	b := &memoryBudget{cg: cg, margin: MemoryMargin}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.refresh() != nil {
+		return nil
+	}
+	b.setGoLimit()
+	return b
+}
+
+// refresh reads the limit and the anonymous memory. Called with mu held.
+func (b *memoryBudget) refresh() error {
+	limit, err := b.cg.limit()
+	if err != nil {
+		return err
+	}
+	anon, err := b.cg.anon()
+	if err != nil {
+		return err
+	}
+	b.limit, b.anon, b.readAt = limit, anon, time.Now()
+	return nil
+}
+
+// fits reports whether need more bytes of memory fit. Called with mu held.
+func (b *memoryBudget) fits(need uint64) bool {
+	return b.limit == 0 || b.anon+need+b.margin <= b.limit
+}
+
+// allow reports whether the guest may commit n more bytes, needing need
+// bytes more while doing so (n, or more for a grow that copies), and
+// counts n if so.
+func (b *memoryBudget) allow(n, need uint64) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if time.Since(b.readAt) > budgetTTL || !b.fits(need) {
+		if err := b.refresh(); err != nil {
+			return true // the cgroup is gone from view: the kernel still enforces it
+		}
+	}
+	if !b.fits(need) {
+		return false
+	}
+	b.anon += n
+	b.committed += n
+	b.setGoLimit()
+	return true
+}
+
+// checkInitial fails if the memories m declares (their minimum sizes, as
+// instantiation commits them) do not fit in the budget.
+func (b *memoryBudget) checkInitial(m wazero.CompiledModule) error {
+	if b == nil {
+		return nil
+	}
+	var need uint64
+	seen := map[uint32]bool{}
+	for _, mem := range m.ExportedMemories() {
+		if !seen[mem.Index()] {
+			seen[mem.Index()] = true
+			need += uint64(mem.Min()) << 16
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.refresh(); err != nil || b.fits(need) {
+		return nil
+	}
+	return fmt.Errorf("its initial memory (%d MiB) does not fit in the container's memory limit (%d MiB) with the runner's %d MiB and a margin of %d MiB",
+		need>>20, b.limit>>20, b.anon>>20, b.margin>>20)
+}
+
+// add counts n bytes committed without asking.
+func (b *memoryBudget) add(n uint64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.anon += n
+	b.committed += n
+	b.setGoLimit()
+}
+
+// release uncounts n bytes the guest no longer holds.
+func (b *memoryBudget) release(n uint64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.committed -= min(n, b.committed)
+	b.anon -= min(n, b.anon)
+}
+
+// setGoLimit keeps the runner's Go heap (a soft limit: the collector works
+// harder as it nears it) within what the guest's memory leaves of the
+// container's limit. Called with mu held.
+func (b *memoryBudget) setGoLimit() {
+	switch {
+	case b.limit == 0:
+		debug.SetMemoryLimit(math.MaxInt64)
+	case b.limit > b.committed:
+		debug.SetMemoryLimit(int64(min(b.limit-b.committed, unlimited)))
+	}
+}
+
+// unlimited is the value above which a v1 memory.limit_in_bytes means no
+// limit (the kernel reports the page-rounded maximum int64).
+const unlimited = 1 << 62
+
+// memoryCgroup names the files of one memory cgroup.
+type memoryCgroup struct {
+	// limitFile is memory.limit_in_bytes (v1) or memory.max (v2).
+	limitFile string
+	// statFile is memory.stat; anonKey its anonymous memory line: the
+	// hierarchy's total_rss (v1) or anon (v2).
+	statFile, anonKey string
+}
+
+// limit returns the cgroup's memory limit, 0 if it has none.
+func (c *memoryCgroup) limit() (uint64, error) {
+	data, err := os.ReadFile(c.limitFile)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "max" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", c.limitFile, err)
+	}
+	if n >= unlimited {
+		return 0, nil
+	}
+	return n, nil
+}
+
+// anon returns the cgroup's anonymous memory in bytes.
+func (c *memoryCgroup) anon() (uint64, error) {
+	data, err := os.ReadFile(c.statFile)
+	if err != nil {
+		return 0, err
+	}
+	for line := range bytes.Lines(data) {
+		k, v, ok := strings.Cut(strings.TrimSpace(string(line)), " ")
+		if ok && k == c.anonKey {
+			return strconv.ParseUint(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s", c.statFile, c.anonKey)
+}
+
+// selfMemoryCgroup finds this process's memory cgroup through
+// /proc/self/cgroup and the cgroup mounts in /proc/self/mountinfo (runc
+// mounts the container's own cgroups at /sys/fs/cgroup). It returns nil
+// if the container's mounts show none.
+func selfMemoryCgroup() (*memoryCgroup, error) {
+	cg, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	defer cg.Close()
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer mi.Close()
+	return findMemoryCgroup(cg, mi)
+}
+
+// findMemoryCgroup finds the memory cgroup of a process from its
+// /proc/PID/cgroup and /proc/PID/mountinfo. A v1 memory controller wins
+// over the unified hierarchy (on hybrid hosts the v2 mount holds no
+// memory controller).
+func findMemoryCgroup(cgroupFile, mountinfo io.Reader) (*memoryCgroup, error) {
+	var v1Path, v2Path string
+	var haveV1, haveV2 bool
+	sc := bufio.NewScanner(cgroupFile)
+	for sc.Scan() {
+		f := strings.SplitN(sc.Text(), ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case f[0] == "0" && f[1] == "":
+			v2Path, haveV2 = f[2], true
+		case hasOption(f[1], "memory"):
+			v1Path, haveV1 = f[2], true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read cgroup file: %w", err)
+	}
+	var v2Dir string
+	sc = bufio.NewScanner(mountinfo)
+	for sc.Scan() {
+		m, err := parseMountLine(sc.Text())
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case haveV1 && m.fstype == "cgroup" && hasOption(m.superOptions, "memory"):
+			if dir, ok := under(m.mountpoint, m.root, v1Path); ok {
+				return &memoryCgroup{
+					limitFile: path.Join(dir, "memory.limit_in_bytes"),
+					statFile:  path.Join(dir, "memory.stat"),
+					anonKey:   "total_rss",
+				}, nil
+			}
+		case haveV2 && m.fstype == "cgroup2" && v2Dir == "":
+			if dir, ok := under(m.mountpoint, m.root, v2Path); ok {
+				v2Dir = dir
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mountinfo: %w", err)
+	}
+	if v2Dir == "" {
+		return nil, nil
+	}
+	return &memoryCgroup{
+		limitFile: path.Join(v2Dir, "memory.max"),
+		statFile:  path.Join(v2Dir, "memory.stat"),
+		anonKey:   "anon",
+	}, nil
+}
+
+// under returns where cgroup cg is found in a cgroup mount of root at
+// mountpoint: false if the mount does not hold it.
+func under(mountpoint, root, cg string) (string, bool) {
+	rel, ok := strings.CutPrefix(cg, root)
+	if !ok || (rel != "" && root != "/" && !strings.HasPrefix(rel, "/")) {
+		return "", false
+	}
+	return path.Join(mountpoint, rel), true
+}
+
+// hasOption reports whether a comma-separated list holds opt.
+func hasOption(list, opt string) bool {
+	for o := range strings.SplitSeq(list, ",") {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
