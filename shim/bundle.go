@@ -127,10 +127,27 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint, entry 
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		})
 	}
+	if !mountsCgroups(spec) {
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: runtime.CgroupPath, Type: "cgroup", Source: "cgroup",
+			Options: []string{"ro", "nosuid", "noexec", "nodev"},
+		})
+	}
 	if err := oci.WriteSpec(bundle, spec); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// mountsCgroups reports whether spec mounts the container's cgroups (as
+// CRI's specs do at /sys/fs/cgroup; ctr's do not).
+func mountsCgroups(spec *specs.Spec) bool {
+	for _, m := range spec.Mounts {
+		if m.Type == "cgroup" || m.Type == "cgroup2" {
+			return true
+		}
+	}
+	return false
 }
 
 // guestEnv is process.env with PWD set to process.cwd.

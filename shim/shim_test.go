@@ -20,6 +20,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 func TestTerminating(t *testing.T) {
@@ -251,10 +252,22 @@ func TestWriteRunnerSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := written.Mounts[len(written.Mounts)-1]
+	runner, cgroup := written.Mounts[len(written.Mounts)-2], written.Mounts[len(written.Mounts)-1]
 	if written.Process.Args[0] != "/dev/.containerd-shim-wasm-runner" || len(written.Process.Env) != 0 ||
-		last.Destination != "/dev/.containerd-shim-wasm-runner" || !slices.Contains(last.Options, "ro") {
-		t.Errorf("rewritten spec: args %q env %q last mount %+v", written.Process.Args, written.Process.Env, last)
+		runner.Destination != "/dev/.containerd-shim-wasm-runner" || !slices.Contains(runner.Options, "ro") {
+		t.Errorf("rewritten spec: args %q env %q runner mount %+v", written.Process.Args, written.Process.Env, runner)
+	}
+	// The runner reads its memory limit through a cgroup mount of its own,
+	// unless the spec has one (CRI's).
+	if cgroup.Destination != runtime.CgroupPath || cgroup.Type != "cgroup" || !slices.Contains(cgroup.Options, "ro") {
+		t.Errorf("cgroup mount %+v", cgroup)
+	}
+	withCgroups := spec(specs.Mount{Destination: "/dev", Type: "tmpfs"}, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"})
+	if _, err := writeRunnerSpec(bundle, withCgroups, ep, nil); err != nil {
+		t.Fatal(err)
+	}
+	if written, _ := oci.ReadSpec(bundle); slices.ContainsFunc(written.Mounts, func(m specs.Mount) bool { return m.Destination == runtime.CgroupPath }) {
+		t.Error("a second cgroup mount for a spec that has one")
 	}
 	bad = spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
 	bad.Process.Env = []string{"WASM_LISTEN=nope"}
