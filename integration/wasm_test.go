@@ -108,6 +108,8 @@ func TestGuestConfinement(t *testing.T) {
 		"/sys", "/sys/kernel", "/mem-link", "/fd-link", "/fd-link/1",
 		"/dev/.containerd-shim-wasm-runner", "/dev/.containerd-shim-wasm-cache",
 		"/dev/.containerd-shim-wasm-cache/any",
+		"/dev/.containerd-shim-wasm-cgroup", "/dev/.containerd-shim-wasm-cgroup/memory",
+		"/dev/.containerd-shim-wasm-cgroup/memory/memory.limit_in_bytes",
 		secret, "/../../../../.." + secret, "/escape-link", "/escape-dir/" + hostSecretName,
 		"/data/../../../.." + secret,
 	}
@@ -135,7 +137,7 @@ func TestGuestConfinement(t *testing.T) {
 		}
 	}
 	// Nor through symlinks the guest makes itself, however they are spelt.
-	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-runner", "../dev/.containerd-shim-wasm-cache"}
+	targets := []string{"/proc/self/mem", "../proc/self/mem", "../proc/self/fd/0", "nowhere/../../proc/self/mem", "nowhere/../../proc/self/fd/1", "../sys/kernel/../kernel", "../../../../proc", "../dev/.containerd-shim-wasm-runner", "../dev/.containerd-shim-wasm-cache", "../dev/.containerd-shim-wasm-cgroup/memory"}
 	l := run(t, nil, append([]string{"/probe.wasm", "linkopen"}, targets...)...)
 	for _, target := range targets {
 		if line := findLine(l.stdout, "linkopen "+target+": "); !strings.Contains(line, "refused") {

@@ -1,5 +1,5 @@
 // Command native is a static native program run through the Wasm runtime
-// by the integration tests.
+// by the integration tests: it greets, or with "cat" prints files.
 package main
 
 import (
@@ -8,5 +8,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "cat" {
+		for _, p := range os.Args[2:] {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			os.Stdout.Write(b)
+		}
+		return
+	}
 	fmt.Printf("native hello, args %q\n", os.Args[1:])
 }

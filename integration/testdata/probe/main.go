@@ -131,6 +131,14 @@ func main() {
 				fmt.Println(x)
 			}
 		}
+	case "bigpath": // stat a path of N MiB: the runner copies it into its own memory
+		n, _ := strconv.Atoi(args[0])
+		p := make([]byte, n<<20)
+		for i := range p {
+			p[i] = 'a'
+		}
+		fmt.Println("statting")
+		fmt.Println("errno", statRaw(p))
 	case "sleep":
 		fmt.Println("sleeping")
 		for {
