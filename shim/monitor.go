@@ -13,32 +13,35 @@ import (
 )
 
 // configMonitor is go-runc's process monitor (the shim's reaper) with one
-// addition: a `runc create` of a bundle whose runner configuration is
-// registered gets that file as an extra descriptor, preserved into the
-// container (`--preserve-fds 1`), so the runner finds it as
-// runtime.ConfigFD. runc's shim packages start runc through this monitor
+// addition: a `runc create` of a bundle, or a `runc exec` with a pid file,
+// whose runner configuration is registered gets that file as an extra
+// descriptor, preserved into the container (`--preserve-fds 1`), so the
+// runner finds it as runtime.ConfigFD. runc's shim packages start runc through this monitor
 // but pass no extra files themselves, so this is the one place where the
 // descriptor can be handed over without re-implementing their plumbing.
 type configMonitor struct {
 	runc.ProcessMonitor
 	mu    sync.Mutex
-	files map[string]*os.File // by bundle path
+	files map[string]*os.File // by bundle path (create) or pid file (exec)
 }
 
 func newConfigMonitor(inner runc.ProcessMonitor) *configMonitor {
 	return &configMonitor{ProcessMonitor: inner, files: map[string]*os.File{}}
 }
 
-// register hands f to the next `runc create` of bundle; the returned
-// function withdraws it (call it once create has returned).
-func (m *configMonitor) register(bundle string, f *os.File) func() {
+// register hands f to the next `runc create` of bundle key, or `runc
+// exec` with pid file key; the returned function withdraws it (call it
+// once runc has returned).
+func (m *configMonitor) register(key string, f *os.File) func() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.files[bundle] = f
+	m.files[key] = f
 	return func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		delete(m.files, bundle)
+		if m.files[key] == f {
+			delete(m.files, key)
+		}
 	}
 }
 
@@ -54,14 +57,26 @@ func (m *configMonitor) StartLocked(c *exec.Cmd) (chan runc.Exit, error) {
 	return m.ProcessMonitor.StartLocked(c)
 }
 
-// inject adds the registered file to a `runc ... create --bundle B ...`.
+// inject adds the registered file to a `runc ... create --bundle B ...`
+// or a `runc ... exec ... --pid-file P ...`.
 func (m *configMonitor) inject(c *exec.Cmd) {
-	i := slices.Index(c.Args, "create")
-	if i < 0 || i+2 >= len(c.Args) || c.Args[i+1] != "--bundle" || len(c.ExtraFiles) != 0 {
+	if len(c.ExtraFiles) != 0 {
 		return
 	}
+	var key string
+	if i := slices.Index(c.Args, "create"); i >= 0 && i+2 < len(c.Args) && c.Args[i+1] == "--bundle" {
+		key = c.Args[i+2]
+	} else if i := slices.Index(c.Args, "exec"); i >= 0 {
+		if j := slices.Index(c.Args[i:], "--pid-file"); j >= 0 && i+j+1 < len(c.Args) {
+			key = c.Args[i+j+1]
+		}
+	}
+	if key == "" {
+		return
+	}
+	i := slices.IndexFunc(c.Args, func(a string) bool { return a == "create" || a == "exec" })
 	m.mu.Lock()
-	f := m.files[c.Args[i+2]]
+	f := m.files[key]
 	m.mu.Unlock()
 	if f == nil {
 		return

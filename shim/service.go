@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
@@ -34,7 +36,9 @@ type service struct {
 	taskAPI.TTRPCTaskService
 	exits   *exitMapper
 	configs *configMonitor
+	execs   *pendingExecs
 	deletes *deleteEvents
+	logs    *logFields
 }
 
 // NewTaskService returns the task service, publishing events through
@@ -55,7 +59,8 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	// for the runc task service to publish the events still queued: the
 	// last task's /tasks/delete was lost now and then. Wait for it.
 	sd.RegisterCallback(deletes.wait)
-	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, deletes: deletes}, nil
+	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, execs: &pendingExecs{files: map[string]func(){}}, deletes: deletes,
+		logs: &logFields{sandboxes: map[string]string{}}}, nil
 }
 
 // RegisterTTRPC registers the service on the shim's ttrpc server.
@@ -74,9 +79,16 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if r.Options, err = typeurl.MarshalAnyToProto(ropts); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runc options: %w", err))
 	}
-	ctx = log.WithLogger(ctx, log.G(ctx).WithField("id", r.ID))
 	start := time.Now()
-	kind, wb, err := prepareBundle(ctx, opts, r)
+	spec, err := oci.ReadSpec(r.Bundle)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		log.G(s.logCtx(ctx, r.ID, "")).WithError(err).Error("create failed")
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.logs.created(r.ID, spec)
+	ctx = s.logCtx(ctx, r.ID, "")
+	kind, wb, err := prepareBundle(ctx, opts, r, spec)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("create failed")
 		return nil, errgrpc.ToGRPC(err)
@@ -96,11 +108,16 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		}
 		defer f.Close()
 		defer s.configs.register(r.Bundle, f)()
-		s.exits.add(r.ID, r.Bundle)
+		t := &wasmTask{bundle: r.Bundle, opts: opts}
+		if wb.entry != nil {
+			t.entryName = wb.entry.Name
+		}
+		s.exits.add(r.ID, t)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	if err != nil {
 		s.exits.remove(r.ID, 0)
+		log.G(ctx).WithError(err).Error("create failed")
 		return nil, err
 	}
 	s.exits.setPid(r.ID, resp.Pid)
@@ -114,10 +131,18 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 
 // Start implements the task service.
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	if r.ExecID != "" {
+		if t := s.exits.get(r.ID); t != nil {
+			defer s.execs.done(execKey(t.bundle, r.ExecID))
+		}
+	}
+	ctx = s.logCtx(ctx, r.ID, r.ExecID)
 	start := time.Now()
 	resp, err := s.TTRPCTaskService.Start(ctx, r)
-	if err == nil {
-		log.G(ctx).WithFields(log.Fields{"id": r.ID, "exec": r.ExecID, "runc_start": time.Since(start)}).Debug("started")
+	if err != nil {
+		log.G(ctx).WithError(err).Error("start failed")
+	} else {
+		log.G(ctx).WithField("runc_start", time.Since(start)).Debug("started")
 	}
 	return resp, err
 }
@@ -128,7 +153,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
 	if r.ExecID == "" {
 		if sig, ok := s.exits.killing(r.ID, r.Signal); ok {
-			log.G(ctx).WithField("id", r.ID).Debugf("wasm task: signal %d sent as SIGKILL", r.Signal)
+			log.G(s.logCtx(ctx, r.ID, "")).Debugf("wasm task: signal %d sent as SIGKILL", r.Signal)
 			r = &taskAPI.KillRequest{ID: r.ID, ExecID: r.ExecID, Signal: sig, All: r.All}
 		}
 	}
@@ -155,8 +180,17 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 
 // Delete implements the task service.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if r.ExecID != "" {
+		if t := s.exits.get(r.ID); t != nil {
+			defer s.execs.done(execKey(t.bundle, r.ExecID))
+		}
+	}
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err == nil && r.ExecID == "" {
+		if resp.ExitStatus != 0 {
+			log.G(s.logCtx(ctx, r.ID, "")).WithField("exit_status", s.exits.status(r.ID, resp.ExitStatus)).Info("deleted a failed task")
+		}
+		s.logs.deleted(r.ID)
 		s.deletes.deleted()
 		// The task is forgotten once its /tasks/delete event is out.
 		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
@@ -193,6 +227,11 @@ func (p *mappingPublisher) Publish(ctx context.Context, topic string, event even
 type wasmTask struct {
 	// bundle is the task's bundle directory.
 	bundle string
+	// opts are the runtime options it was created with.
+	opts *Options
+	// entryName is the name of its module's compiled code, mounted in the
+	// container; "" if none is.
+	entryName string
 	// pid of the task's init process, once created.
 	pid uint32
 	// signal is the first terminating signal requested, 0 if none.
@@ -205,10 +244,21 @@ type exitMapper struct {
 	wasm map[string]*wasmTask
 }
 
-func (m *exitMapper) add(id, bundle string) {
+func (m *exitMapper) add(id string, t *wasmTask) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.wasm[id] = &wasmTask{bundle: bundle}
+	m.wasm[id] = t
+}
+
+// get returns a copy of Wasm task id, nil if id is no Wasm task.
+func (m *exitMapper) get(id string) *wasmTask {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.wasm[id]; ok {
+		c := *t
+		return &c
+	}
+	return nil
 }
 
 func (m *exitMapper) setPid(id string, pid uint32) {
@@ -258,6 +308,33 @@ func (m *exitMapper) status(id string, status uint32) uint32 {
 		return MapExitStatus(status, t.signal)
 	}
 	return status
+}
+
+// pendingExecs holds the runner configurations of Wasm execs between Exec
+// and Start (or Delete, if never started).
+type pendingExecs struct {
+	mu    sync.Mutex
+	files map[string]func()
+}
+
+func (p *pendingExecs) add(key string, f io.Closer, unregister func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old := p.files[key]; old != nil {
+		old()
+	}
+	p.files[key] = func() { unregister(); f.Close() }
+}
+
+// done withdraws and closes the configuration of exec key, if any.
+func (p *pendingExecs) done(key string) {
+	p.mu.Lock()
+	release := p.files[key]
+	delete(p.files, key)
+	p.mu.Unlock()
+	if release != nil {
+		release()
+	}
 }
 
 // deleteEvents counts deleted init tasks and their published /tasks/delete

@@ -40,7 +40,7 @@ func TestExitMapper(t *testing.T) {
 	if _, ok := m.killing("native", 15); ok {
 		t.Error("a native task's signal was mapped")
 	}
-	m.add("w", "")
+	m.add("w", &wasmTask{})
 	m.setPid("w", 42)
 	if sig, ok := m.killing("w", 19); ok { // SIGSTOP goes through
 		t.Errorf("SIGSTOP mapped to %d", sig)
@@ -207,7 +207,7 @@ func TestKillSignalFile(t *testing.T) {
 		t.Fatalf("no record: %d, %v", sig, err)
 	}
 	m := &exitMapper{wasm: map[string]*wasmTask{}}
-	m.add("w", bundle)
+	m.add("w", &wasmTask{bundle: bundle})
 	m.killing("w", 15)
 	m.killing("w", 2)
 	if sig, err := readKillSignal(bundle); sig != 15 || err != nil {

@@ -155,7 +155,7 @@ func TestExitMapperSequence(t *testing.T) {
 			for i, s := range tt.steps {
 				switch s.op {
 				case "add":
-					m.add(s.id, "")
+					m.add(s.id, &wasmTask{})
 				case "setPid":
 					m.setPid(s.id, s.arg)
 				case "remove":
@@ -198,7 +198,7 @@ func TestMappingPublisher(t *testing.T) {
 	rec := &recordingPublisher{}
 	deletes := &deleteEvents{}
 	p := &mappingPublisher{Publisher: rec, exits: exits, deletes: deletes}
-	exits.add("w", "")
+	exits.add("w", &wasmTask{})
 	exits.setPid("w", 100)
 	if _, ok := exits.killing("w", uint32(syscall.SIGTERM)); !ok {
 		t.Fatal("SIGTERM to a Wasm task not mapped")

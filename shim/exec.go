@@ -1,0 +1,140 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+)
+
+// Exec adds a process to a container. In a Wasm container, an exec whose
+// args[0] is a Wasm module (looked up in the container's root as for the
+// container's own entrypoint) runs in a runner of its own, like the
+// container's: the process spec is rewritten to start the runner, which
+// gets its configuration as a descriptor when `runc exec` runs it (on
+// Start). It loads the module's compiled code from the container's own
+// entry if it is the same module, and compiles it otherwise. A native
+// program, and any exec in a native container, is run as it is.
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
+	t := s.exits.get(r.ID)
+	if t == nil {
+		return s.TTRPCTaskService.Exec(ctx, r)
+	}
+	ctx = s.logCtx(ctx, r.ID, r.ExecID)
+	proc, cfg, err := prepareExec(ctx, t, r.Spec)
+	if err != nil {
+		log.G(ctx).WithError(err).Error("exec failed")
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if cfg == nil {
+		return s.TTRPCTaskService.Exec(ctx, r)
+	}
+	var buf bytes.Buffer
+	if err := cfg.Encode(&buf); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
+	}
+	f, err := sealedFile("containerd-shim-wasm-config", buf.Bytes())
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	spec, err := typeurl.MarshalAnyToProto(proc)
+	if err != nil {
+		f.Close()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("encode exec process: %w", err))
+	}
+	rewritten := &taskAPI.ExecProcessRequest{
+		ID: r.ID, ExecID: r.ExecID, Terminal: r.Terminal,
+		Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Spec: spec,
+	}
+	resp, err := s.TTRPCTaskService.Exec(ctx, rewritten)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	// runc runs the process on Start; the file waits for it until then,
+	// or until the exec is deleted unstarted.
+	s.execs.add(execKey(t.bundle, r.ExecID), f, s.configs.register(execPidFile(t.bundle, r.ExecID), f))
+	return resp, nil
+}
+
+// prepareExec decodes an exec's process and, if it runs a Wasm module,
+// returns it rewritten to start the runner, and the runner's
+// configuration; a nil configuration if it is to run as it is.
+func prepareExec(ctx context.Context, t *wasmTask, a *anypb.Any) (*specs.Process, *runtime.Config, error) {
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return nil, nil, fmt.Errorf("decode exec process: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	proc, ok := v.(*specs.Process)
+	if !ok || len(proc.Args) == 0 {
+		return nil, nil, fmt.Errorf("exec process has no args: %w", errdefs.ErrInvalidArgument)
+	}
+	spec, err := oci.ReadSpec(t.bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec.Process = proc
+	ep, err := oci.Detect(t.bundle, spec)
+	if err != nil {
+		if errors.Is(err, oci.ErrBadEntrypoint) {
+			return nil, nil, fmt.Errorf("exec: %w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		return nil, nil, fmt.Errorf("exec: %w", err)
+	}
+	if ep.Kind != oci.Wasm {
+		return nil, nil, nil
+	}
+	entry, err := compiledModule(ctx, t.opts, ep)
+	if err != nil {
+		return nil, nil, fmt.Errorf("exec: %w", err)
+	}
+	env, listen, err := takeListenEnv(guestEnv(proc))
+	if err != nil {
+		if entry != nil {
+			entry.Release()
+		}
+		return nil, nil, fmt.Errorf("exec: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	cfg := &runtime.Config{
+		Module: ep.Path,
+		Func:   ep.Func,
+		Args:   append([]string{ep.Arg0}, proc.Args[1:]...),
+		Env:    env,
+		Listen: listen,
+		Trace:  t.opts.Trace,
+	}
+	// The container has its own module's compiled code mounted; another
+	// module's cannot be mounted into a running container, so the runner
+	// compiles that one (the node's cache has it for the next container).
+	if entry != nil {
+		if entry.Name == t.entryName {
+			cfg.Cache = runtime.CachePath
+		}
+		entry.Release()
+	}
+	proc.Args = []string{runtime.RunnerPath}
+	proc.Env = []string{}
+	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "cached": cfg.Cache != ""}).Debug("wasm exec")
+	return proc, cfg, nil
+}
+
+// execPidFile is where runc's task service has `runc exec` write an
+// exec's pid: the key by which the config monitor knows the exec.
+func execPidFile(bundle, execID string) string {
+	return filepath.Join(bundle, execID+".pid")
+}
+
+func execKey(bundle, execID string) string { return bundle + "\x00" + execID }
