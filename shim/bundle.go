@@ -34,11 +34,7 @@ type wasmBundle struct {
 // spec so that runc starts the runner, and returns the runner's
 // configuration. The rootfs is mounted only while that is done: runc's
 // shim mounts it again for the container, and owns its cleanup.
-func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest) (_ oci.Kind, _ *wasmBundle, retErr error) {
-	spec, err := oci.ReadSpec(r.Bundle)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-	}
+func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (_ oci.Kind, _ *wasmBundle, retErr error) {
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		var mounts []mount.Mount
@@ -67,7 +63,7 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 		}
 		return 0, nil, err
 	}
-	log.G(ctx).WithField("id", r.ID).Debugf("entrypoint %s is %s", ep.Path, ep.Kind)
+	log.G(ctx).Debugf("entrypoint %s is %s", ep.Path, ep.Kind)
 	if ep.Kind != oci.Wasm {
 		return ep.Kind, nil, nil
 	}
