@@ -1,0 +1,162 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// execIn runs `ctr task exec` in container id and returns its result.
+func execIn(t *testing.T, id, execID string, flags []string, args ...string) result {
+	t.Helper()
+	a := append([]string{"task", "exec", "--exec-id", execID}, flags...)
+	stdout, stderr, err := e.ctr(append(append(a, id), args...)...)
+	r := result{stdout: stdout, stderr: stderr}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("ctr task exec: %v", err)
+	}
+	return r
+}
+
+// execLog returns the shim's log line for Wasm exec execID of id.
+func execLog(t *testing.T, id, execID string) string {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(e.dir, "containerd.log"))
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `msg="wasm exec"`) && strings.Contains(l, " id="+id+" ") && strings.Contains(l, " exec="+execID+" ") {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestExec runs Wasm modules (the container's own and another), a native
+// program and bad entrypoints in a running Wasm container: each with its
+// own args, stdio and exit status, confined as the container's guest is,
+// and the container runs on.
+func TestExec(t *testing.T) {
+	evs := watchEvents(t)
+	b := startBackground(t, []string{"--cwd", "/data", "--env", "FOO=bar"}, "/probe.wasm", "sleep")
+	b.waitOutput(t, "sleeping")
+	shimFDs := func() int {
+		pids := shimPids(e.shim)
+		if len(pids) != 1 {
+			t.Fatalf("shim processes %v", pids)
+		}
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pids[0]))
+		return len(ents)
+	}
+	fds := shimFDs()
+	tests := []struct {
+		name   string
+		flags  []string
+		args   []string
+		code   int
+		stdout []string // substrings, in order
+		stderr string
+	}{
+		{"same module", nil, []string{"/probe.wasm", "echo", "a b", "c"}, 0, []string{"[a b]\n[c]\n"}, ""},
+		{"its environment", nil, []string{"/probe.wasm", "env"}, 0, []string{"FOO=bar\n", "PWD=/data\n"}, ""},
+		{"working directory", []string{"--cwd", "/work"}, []string{"/probe.wasm", "cat", "rel.txt"}, 0, []string{"relative to the working directory\n"}, ""},
+		{"another module", nil, []string{"/exit42.wasm"}, 42, nil, ""},
+		{"by PATH", nil, []string{"probe", "echo", "found"}, 0, []string{"[found]\n"}, ""},
+		{"stderr", nil, []string{"/probe.wasm", "stderr"}, 0, []string{"to stdout\n"}, "to stderr"},
+		{"confined", nil, []string{"/probe.wasm", "open", "/proc/self/mem", "/dev/.containerd-shim-wasm-runner", "/dev/.containerd-shim-wasm-cache", "/data/hello.txt"}, 0,
+			[]string{"open /proc/self/mem: refused", "open /dev/.containerd-shim-wasm-runner: refused", "open /dev/.containerd-shim-wasm-cache: refused", "open /data/hello.txt: OPENED"}, ""},
+		{"native", nil, []string{"/bin/native", "x"}, 0, []string{`native hello, args ["x"]`}, ""},
+		{"trap", nil, []string{"/trap.wasm"}, 134, nil, "unreachable"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := execIn(t, b.id, "e"+strings.Repeat("x", i), tt.flags, tt.args...)
+			if r.code != tt.code {
+				t.Errorf("exit status %d, want %d (stdout %q, stderr %q)", r.code, tt.code, r.stdout, r.stderr)
+			}
+			rest := r.stdout
+			for _, want := range tt.stdout {
+				i := strings.Index(rest, want)
+				if i < 0 {
+					t.Errorf("stdout %q lacks %q", r.stdout, want)
+					break
+				}
+				rest = rest[i+len(want):]
+			}
+			if !strings.Contains(r.stderr, tt.stderr) {
+				t.Errorf("stderr %q lacks %q", r.stderr, tt.stderr)
+			}
+		})
+	}
+	// Bad entrypoints fail the exec with the reason, and the container
+	// runs on.
+	for _, bad := range []struct{ arg0, want string }{
+		{"/text.txt", "neither a WebAssembly module nor a native executable"},
+		{"/missing.wasm", "no such file in the container"},
+		{"/corrupt.wasm", "corrupt.wasm"},
+		{"/nostart.wasm", "_start"},
+	} {
+		r := execIn(t, b.id, "bad", nil, bad.arg0)
+		if r.code == 0 || !strings.Contains(r.stderr, bad.want) {
+			t.Errorf("exec %s: exit %d, stderr %q; want an error with %q", bad.arg0, r.code, r.stderr, bad.want)
+		}
+	}
+	if st := taskStatus(t, b.id); st != "RUNNING" {
+		t.Fatalf("container %s after the execs: %q", b.id, st)
+	}
+	// The same module loads the container's compiled code; another one is
+	// compiled by its runner.
+	for execID, want := range map[string]string{"e": "cached=true", "exxx": "cached=false"} {
+		if l := execLog(t, b.id, execID); !strings.Contains(l, want) || !strings.Contains(l, "namespace=default") {
+			t.Errorf("exec %s: want %s and the namespace in %q", execID, want, l)
+		}
+	}
+	if now := shimFDs(); now > fds {
+		t.Errorf("the shim holds %d descriptors after the execs, %d before", now, fds)
+	}
+
+	// A long-running exec, killed: it ends, the container does not.
+	tick := exec.Command(e.ctrBin, "--address", e.address, "task", "exec", "--exec-id", "ticker", b.id, "/probe.wasm", "tick")
+	var out lockedBuffer
+	tick.Stdout = &out
+	if err := tick.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "tick 2") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	ps, _, _ := e.ctr("task", "ps", b.id)
+	if n := len(strings.Split(strings.TrimSpace(ps), "\n")) - 1; n != 2 {
+		t.Errorf("task ps lists %d processes, want the runner and the exec's: %q", n, ps)
+	}
+	if _, stderr, err := e.ctr("task", "kill", "--exec-id", "ticker", "-s", "SIGTERM", b.id); err != nil {
+		t.Fatalf("kill exec: %v: %s", err, stderr)
+	}
+	var exit *exec.ExitError
+	if err := tick.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 143 {
+		t.Errorf("killed exec ended with %v, want 143", err)
+	}
+	if st := taskStatus(t, b.id); st != "RUNNING" {
+		t.Errorf("container after its exec was killed: %q", st)
+	}
+	for _, topic := range []string{"/tasks/exec-added", "/tasks/exec-started"} {
+		waitEvent(t, evs, topic, "ticker")
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(evs.String(), `"id":"ticker","pid"`) || !strings.Contains(evs.String(), `"exit_status":143`) {
+		if time.Now().After(deadline) {
+			t.Errorf("no exit event for the exec: %q", evs.String())
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.terminate(t)
+}
