@@ -139,6 +139,22 @@ func main() {
 		}
 		fmt.Println("statting")
 		fmt.Println("errno", statRaw(p))
+	case "tty": // what stdin and stdout are, then each input line back
+		for _, f := range []*os.File{os.Stdin, os.Stdout} {
+			st, err := f.Stat()
+			check(err)
+			fmt.Printf("%s: terminal %v\n", f.Name(), st.Mode()&os.ModeCharDevice != 0)
+		}
+		buf := make([]byte, 256)
+		for {
+			n, err := os.Stdin.Read(buf)
+			if n > 0 {
+				fmt.Printf("got %q\n", buf[:n])
+			}
+			if err != nil || n == 0 || strings.Contains(string(buf[:n]), "quit") {
+				return
+			}
+		}
 	case "sleep":
 		fmt.Println("sleeping")
 		for {
