@@ -188,25 +188,27 @@ func (c *criEnv) container(t *testing.T, podID string, podCfg *cri.PodSandboxCon
 // containerEnv is container with environment variables.
 func (c *criEnv) containerEnv(t *testing.T, podID string, podCfg *cri.PodSandboxConfig, name string, env []*cri.KeyValue, cmd ...string) string {
 	t.Helper()
+	return c.containerConfig(t, podID, podCfg, &cri.ContainerConfig{
+		Metadata: &cri.ContainerMetadata{Name: name},
+		Image:    &cri.ImageSpec{Image: e.imageName},
+		Command:  cmd[:1],
+		Args:     cmd[1:],
+		Envs:     env,
+		LogPath:  name + ".log",
+	})
+}
+
+// containerConfig creates and starts a container as cfg says.
+func (c *criEnv) containerConfig(t *testing.T, podID string, podCfg *cri.PodSandboxConfig, cfg *cri.ContainerConfig) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	resp, err := c.rt.CreateContainer(ctx, &cri.CreateContainerRequest{
-		PodSandboxId: podID,
-		Config: &cri.ContainerConfig{
-			Metadata: &cri.ContainerMetadata{Name: name},
-			Image:    &cri.ImageSpec{Image: e.imageName},
-			Command:  cmd[:1],
-			Args:     cmd[1:],
-			Envs:     env,
-			LogPath:  name + ".log",
-		},
-		SandboxConfig: podCfg,
-	})
+	resp, err := c.rt.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
-		t.Fatalf("CreateContainer(%s): %v", name, err)
+		t.Fatalf("CreateContainer(%s): %v", cfg.Metadata.Name, err)
 	}
 	if _, err := c.rt.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
-		t.Fatalf("StartContainer(%s): %v", name, err)
+		t.Fatalf("StartContainer(%s): %v", cfg.Metadata.Name, err)
 	}
 	return resp.ContainerId
 }

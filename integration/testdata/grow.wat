@@ -1,7 +1,7 @@
-;; Grows its linear memory on every line of stdin: 1 MiB at a time,
-;; touching every 4 KiB page it gets, until memory.grow fails (-1). Then
-;; it writes "memory N MiB" (its whole memory) and waits for the next
-;; line; it returns 0 at the end of stdin.
+;; Grows its linear memory at start and on every line of stdin: 1 MiB
+;; at a time, touching every 4 KiB page it gets, until memory.grow fails
+;; (-1). Then it writes "memory N MiB" (its whole memory) and waits for
+;; the next line; it returns 0 at the end of stdin.
 (module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -49,6 +49,8 @@
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
 
   (func (export "_start")
+    (call $grow_all)
+    (call $report)
     (loop $line
       (i32.store (i32.const 0) (i32.const 16))
       (i32.store (i32.const 4) (i32.const 32))

@@ -1,0 +1,146 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+)
+
+// criCgroupValue reads a number from a file of CRI container id's cgroup.
+func criCgroupValue(t *testing.T, id, name string) int64 {
+	t.Helper()
+	for _, d := range cgroups.Dirs(cgroups.Root, "/k8s.io/"+id) {
+		if data, err := os.ReadFile(filepath.Join(d, name)); err == nil {
+			n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+			if err != nil {
+				t.Fatalf("%s of %s: %q", name, id, data)
+			}
+			return n
+		}
+	}
+	t.Fatalf("container %s has no cgroup file %s", id, name)
+	return 0
+}
+
+var criMemoryLine = regexp.MustCompile(`memory (\d+) MiB`)
+
+// growExec runs the grow guest in container id with ExecSync and returns
+// how far it could grow, in MiB.
+func (c *criEnv) growExec(t *testing.T, id string) int {
+	t.Helper()
+	resp, err := c.rt.ExecSync(context.Background(), &cri.ExecSyncRequest{ContainerId: id, Cmd: []string{"/grow.wasm"}, Timeout: 60})
+	if err != nil {
+		t.Fatalf("ExecSync grow: %v", err)
+	}
+	m := criMemoryLine.FindSubmatch(resp.Stdout)
+	if resp.ExitCode != 0 || m == nil {
+		t.Fatalf("grow exec: exit %d, stdout %q, stderr %q", resp.ExitCode, resp.Stdout, resp.Stderr)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// TestCRIOperate plays kubelet with a running Wasm container under
+// limits: its stats, ExecSync, UpdateContainerResources (the cgroup and
+// the cap on guest memory growth) and pause-free operation.
+func TestCRIOperate(t *testing.T) {
+	c := startCRI(t)
+	ctx := context.Background()
+	podID, podCfg := c.pod(t, "ops", "wasm")
+	id := c.containerConfig(t, podID, podCfg, &cri.ContainerConfig{
+		Metadata: &cri.ContainerMetadata{Name: "spin"},
+		Image:    &cri.ImageSpec{Image: e.imageName},
+		Command:  []string{"/probe.wasm"},
+		Args:     []string{"spin"},
+		LogPath:  "spin.log",
+		Linux: &cri.LinuxContainerConfig{Resources: &cri.LinuxContainerResources{
+			MemoryLimitInBytes: 96 * mib, CpuQuota: 20000, CpuPeriod: 100000,
+		}},
+	})
+	c.containerPid(t, id)
+	if n := criCgroupValue(t, id, "memory.limit_in_bytes"); n != 96*mib {
+		t.Errorf("memory.limit_in_bytes %d", n)
+	}
+	if n := criCgroupValue(t, id, "cpu.cfs_quota_us"); n != 20000 {
+		t.Errorf("cpu.cfs_quota_us %d", n)
+	}
+
+	// Stats: CPU and memory, as the cgroup files have them.
+	time.Sleep(time.Second)
+	stats, err := c.rt.ContainerStats(ctx, &cri.ContainerStatsRequest{ContainerId: id})
+	if err != nil {
+		t.Fatalf("ContainerStats: %v", err)
+	}
+	cpu := stats.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue()
+	usage := criCgroupValue(t, id, "cpuacct.usage")
+	if cpu == 0 || uint64(usage) < cpu {
+		t.Errorf("CPU usage: stats %d ns, then cpuacct.usage %d ns", cpu, usage)
+	}
+	ws := stats.Stats.GetMemory().GetWorkingSetBytes().GetValue()
+	mem := criCgroupValue(t, id, "memory.usage_in_bytes")
+	if ws < 1<<20 || ws > uint64(mem)*2 || uint64(mem) > 2*ws+(16<<20) {
+		t.Errorf("memory: working set %d, memory.usage_in_bytes %d", ws, mem)
+	}
+	list, err := c.rt.ListContainerStats(ctx, &cri.ListContainerStatsRequest{Filter: &cri.ContainerStatsFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatalf("ListContainerStats: %v", err)
+	}
+	found := false
+	for _, s := range list.Stats {
+		found = found || s.Attributes.Id == id && s.Cpu.GetUsageCoreNanoSeconds().GetValue() > 0
+	}
+	if !found {
+		t.Errorf("ListContainerStats has no CPU usage of %s: %v", id, list.Stats)
+	}
+
+	// ExecSync of Wasm modules into the running container.
+	if resp, err := c.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: id, Cmd: []string{"/probe.wasm", "echo", "exec'd"}, Timeout: 60}); err != nil ||
+		resp.ExitCode != 0 || string(resp.Stdout) != "[exec'd]\n" {
+		t.Errorf("ExecSync echo: %v %+v", err, resp)
+	}
+	if resp, err := c.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: id, Cmd: []string{"/exit42.wasm"}, Timeout: 60}); err != nil || resp.ExitCode != 42 {
+		t.Errorf("ExecSync exit42: %v %+v", err, resp)
+	}
+	// An exec's guest memory is capped by the container's limit, less what
+	// the container's own runner uses.
+	before := c.growExec(t, id)
+	if before < 16 || before > 96-8 {
+		t.Errorf("an exec grew to %d MiB under a 96 MiB limit", before)
+	}
+
+	// UpdateContainerResources: the cgroup, and the cap.
+	if _, err := c.rt.UpdateContainerResources(ctx, &cri.UpdateContainerResourcesRequest{ContainerId: id, Linux: &cri.LinuxContainerResources{
+		MemoryLimitInBytes: 192 * mib, CpuQuota: 50000, CpuPeriod: 100000,
+	}}); err != nil {
+		t.Fatalf("UpdateContainerResources: %v", err)
+	}
+	if n := criCgroupValue(t, id, "memory.limit_in_bytes"); n != 192*mib {
+		t.Errorf("memory.limit_in_bytes after update %d", n)
+	}
+	if n := criCgroupValue(t, id, "cpu.cfs_quota_us"); n != 50000 {
+		t.Errorf("cpu.cfs_quota_us after update %d", n)
+	}
+	after := c.growExec(t, id)
+	t.Logf("exec grew to %d MiB under 96 MiB, %d MiB under 192 MiB", before, after)
+	if after < before+80 || after > 192-8 {
+		t.Errorf("an exec grew to %d MiB under 192 MiB, %d MiB under 96", after, before)
+	}
+	if resp, err := c.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id}); err != nil || resp.Status.State != cri.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("the container after the execs: %v, %v", resp.GetStatus().GetState(), err)
+	}
+	if _, err := c.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if _, err := c.rt.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+}
