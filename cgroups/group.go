@@ -24,10 +24,16 @@ type Group struct {
 // NewGroup creates the cgroup at path (such as
 // "/containerd-shim-wasm/compile-1234") with the given limits.
 func NewGroup(path string, memory, pids int64) (*Group, error) {
+	return newGroup(cg.Mode() == cg.Unified, Root, path, memory, pids)
+}
+
+// newGroup is NewGroup in a v2 hierarchy mounted at root if unified,
+// else in the v1 hierarchies.
+func newGroup(unified bool, root, path string, memory, pids int64) (*Group, error) {
 	g := &Group{path: path}
 	var err error
-	if cg.Mode() == cg.Unified {
-		g.v2, err = cgroup2.NewManager(Root, path, &cgroup2.Resources{
+	if unified {
+		g.v2, err = cgroup2.NewManager(root, path, &cgroup2.Resources{
 			Memory: &cgroup2.Memory{Max: &memory},
 			Pids:   &cgroup2.Pids{Max: pids},
 		})
