@@ -184,9 +184,13 @@ func TestMemoryLimit(t *testing.T) {
 // TestMemoryInitialOverLimit: a module whose declared initial memory does
 // not fit under the limit fails with a clear error, not an OOM kill.
 func TestMemoryInitialOverLimit(t *testing.T) {
-	r := run(t, []string{"--memory-limit", strconv.Itoa(48 * mib)}, "/bigmem.wasm")
-	if r.code != 126 || !strings.Contains(r.stderr, "initial memory (64 MiB) does not fit in the container's memory limit (48 MiB)") {
+	id, r := runNamed(t, nil, []string{"--memory-limit", strconv.Itoa(48 * mib)}, "/bigmem.wasm")
+	const want = "initial memory (64 MiB) does not fit in the container's memory limit (48 MiB)"
+	if r.code != 126 || !strings.Contains(r.stderr, want) {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if l := shimLog(t, id, `"wasm guest failed"`); !strings.Contains(l, want) {
+		t.Errorf("shim log: %s", l)
 	}
 }
 

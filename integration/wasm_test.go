@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -58,12 +59,16 @@ func TestOutput(t *testing.T) {
 }
 
 func TestTrap(t *testing.T) {
-	r := run(t, nil, "/trap.wasm")
+	id, r := runNamed(t, nil, nil, "/trap.wasm")
 	if r.code != 134 {
 		t.Errorf("exit status %d, want 134 for a trap", r.code)
 	}
 	if !strings.Contains(r.stderr, "unreachable") {
 		t.Errorf("stderr %q does not give the trap", r.stderr)
+	}
+	// The shim's log has it too, with the container's names.
+	if l := shimLog(t, id, `"wasm guest failed"`); !strings.Contains(l, "unreachable") || !strings.Contains(l, "namespace=default") {
+		t.Errorf("shim log: %s", l)
 	}
 }
 
@@ -213,6 +218,21 @@ func TestKill(t *testing.T) {
 
 // TestRunnerDescriptors: the runner holds no descriptor but the guest's
 // stdio, the root it pre-opens and the Go runtime's poller.
+// writeOnly says whether descriptor fd of process pid is open write-only.
+func writeOnly(t *testing.T, pid, fd int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "flags:"); ok {
+			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+			return err == nil && flags&3 == 1 // O_WRONLY
+		}
+	}
+	return false
+}
+
 func TestRunnerDescriptors(t *testing.T) {
 	b := startBackground(t, nil, "/probe.wasm", "sleep")
 	b.waitOutput(t, "sleeping")
@@ -237,6 +257,9 @@ func TestRunnerDescriptors(t *testing.T) {
 		case stdio[target]: // wazero's own handle on the guest's stdio
 		case target == "/": // the guest's pre-opened root
 		case target == "anon_inode:[eventpoll]" || target == "anon_inode:[eventfd]": // the Go runtime's poller
+		case ent.Name() == "4" && strings.HasPrefix(target, "pipe:") && writeOnly(t, pids[0], 4):
+			// the write end of the pipe on which the runner tells the shim
+			// why the guest failed
 		default:
 			t.Errorf("runner holds fd %s -> %s", ent.Name(), target)
 		}

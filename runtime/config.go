@@ -14,6 +14,11 @@ const (
 	// shim has runc preserve it into the container (--preserve-fds), and the
 	// runner closes it once read. It is never a file in the container.
 	ConfigFD = 3
+	// ReasonFD is the write end of a pipe on which the runner reports, a
+	// line each, why it could not run the guest or how the guest failed
+	// (as it does on the guest's stderr), for the shim's log. The shim
+	// reads it until the runner exits.
+	ReasonFD = 4
 	// CachePath is where the shim mounts a Wasm container's compiled code,
 	// as the one entry of a wazero cache directory. Like the runner, it is
 	// on the container's own /dev tmpfs and never visible to the guest.

@@ -32,27 +32,46 @@ type Stdio struct {
 // descriptor it inherited beyond stdio.
 func Main() int {
 	started := time.Now()
-	cfg, err := readConfig()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
+	reason := reasonFile()
+	fail := func(format string, a ...any) int {
+		msg := fmt.Sprintf(format, a...)
+		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %s\n", msg)
+		if reason != nil {
+			fmt.Fprintln(reason, msg)
+		}
 		return ExitRunner
 	}
-	// runc keeps only stdio and the preserved ConfigFD open across exec, but
-	// a runner must not trust that: a leaked descriptor is a way out.
-	if err := closeInherited(); err != nil {
-		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: close inherited descriptors: %v\n", err)
-		return ExitRunner
+	cfg, err := readConfig()
+	if err != nil {
+		return fail("%v", err)
+	}
+	// runc keeps only stdio and the preserved descriptors open across
+	// exec, but a runner must not trust that: a leaked descriptor is a way
+	// out.
+	if err := closeInherited(reason); err != nil {
+		return fail("close inherited descriptors: %v", err)
 	}
 	deny, err := denylist(cfg.Cache)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "containerd-shim-wasm runner: %v\n", err)
-		return ExitRunner
+		return fail("%v", err)
 	}
-	var trace *Trace
+	env := runEnv{budget: newMemoryBudget()}
+	if reason != nil {
+		env.reason = reason
+	}
 	if cfg.Trace {
-		trace = &Trace{Started: started, Setup: time.Since(started)}
+		env.trace = &Trace{Started: started, Setup: time.Since(started)}
 	}
-	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, newMemoryBudget(), trace)
+	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, env)
+}
+
+// reasonFile returns ReasonFD if it is a pipe, as the shim hands it over.
+func reasonFile() *os.File {
+	var st unix.Stat_t
+	if err := unix.Fstat(ReasonFD, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		return nil
+	}
+	return os.NewFile(ReasonFD, "reason")
 }
 
 // readConfig reads the Config from ConfigFD and closes it. The shim's file
@@ -67,9 +86,10 @@ func readConfig() (*Config, error) {
 	return DecodeConfig(io.NewSectionReader(f, 0, st.Size))
 }
 
-// closeInherited closes every descriptor above stdio but the Go runtime's
-// own poller (an eventpoll and an eventfd, which reach no file).
-func closeInherited() error {
+// closeInherited closes every descriptor above stdio but keep (if not nil)
+// and the Go runtime's own poller (an eventpoll and an eventfd, which
+// reach no file).
+func closeInherited(keep *os.File) error {
 	d, err := os.Open("/proc/self/fd")
 	if err != nil {
 		return err
@@ -82,7 +102,7 @@ func closeInherited() error {
 	}
 	for _, name := range names {
 		fd, err := strconv.Atoi(name)
-		if err != nil || fd < 3 || fd == self {
+		if err != nil || fd < 3 || fd == self || keep != nil && fd == int(keep.Fd()) {
 			continue
 		}
 		target, err := os.Readlink("/proc/self/fd/" + name)
@@ -137,14 +157,31 @@ func DirFS(dir string, deny *Denylist) experimentalsys.FS {
 // module or the guest are written to stdio.Stderr, as the guest's own
 // output would be.
 func Run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio) int {
-	return run(ctx, cfg, root, stdio, nil, nil)
+	return run(ctx, cfg, root, stdio, runEnv{})
 }
 
-// run is Run with the guest's memory kept within budget (nil: no limit)
-// and, if trace is not nil, its phases timed and written to stderr.
-func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio, budget *memoryBudget, trace *Trace) int {
+// runEnv is what the runner adds to Run inside a container.
+type runEnv struct {
+	// budget keeps the guest's memory within the container's limit; nil:
+	// no limit.
+	budget *memoryBudget
+	// trace, if not nil, has the phases timed and written to stderr.
+	trace *Trace
+	// reason, if not nil, gets why the guest could not run or failed (a
+	// trap), as stderr does: for the shim's log.
+	reason io.Writer
+}
+
+func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio, re runEnv) int {
+	budget, trace := re.budget, re.trace
+	report := func(msg string) {
+		fmt.Fprintf(stdio.Stderr, "%s\n", msg)
+		if re.reason != nil {
+			fmt.Fprintf(re.reason, "%s\n", msg)
+		}
+	}
 	fail := func(status int, format string, a ...any) int {
-		fmt.Fprintf(stdio.Stderr, "containerd-shim-wasm: %s\n", fmt.Sprintf(format, a...))
+		report("containerd-shim-wasm: " + fmt.Sprintf(format, a...))
 		return status
 	}
 	if trace != nil {
@@ -212,7 +249,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	_, err = mod.ExportedFunction(cfg.Func).Call(ctx)
 	status, msg := ExitStatus(err)
 	if msg != "" {
-		fmt.Fprintf(stdio.Stderr, "%s\n", msg)
+		report(msg)
 	}
 	return status
 }

@@ -46,14 +46,13 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	if err := cfg.Encode(&buf); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
 	}
-	f, err := sealedFile("containerd-shim-wasm-config", buf.Bytes())
-	if err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
 	spec, err := typeurl.MarshalAnyToProto(proc)
 	if err != nil {
-		f.Close()
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode exec process: %w", err))
+	}
+	rf, err := newRunnerFiles(buf.Bytes())
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
 	}
 	rewritten := &taskAPI.ExecProcessRequest{
 		ID: r.ID, ExecID: r.ExecID, Terminal: r.Terminal,
@@ -61,12 +60,14 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	}
 	resp, err := s.TTRPCTaskService.Exec(ctx, rewritten)
 	if err != nil {
-		f.Close()
+		rf.handedOver(log.G(ctx))
 		return nil, err
 	}
-	// runc runs the process on Start; the file waits for it until then,
+	// runc runs the process on Start; the files wait for it until then,
 	// or until the exec is deleted unstarted.
-	s.execs.add(execKey(t.bundle, r.ExecID), f, s.configs.register(execPidFile(t.bundle, r.ExecID), f))
+	unregister := s.configs.register(execPidFile(t.bundle, r.ExecID), rf.files()...)
+	logger := log.G(ctx)
+	s.execs.add(execKey(t.bundle, r.ExecID), func() { unregister(); rf.handedOver(logger) })
 	return resp, nil
 }
 

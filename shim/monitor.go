@@ -2,44 +2,47 @@ package shim
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
 
 // configMonitor is go-runc's process monitor (the shim's reaper) with one
 // addition: a `runc create` of a bundle, or a `runc exec` with a pid file,
-// whose runner configuration is registered gets that file as an extra
-// descriptor, preserved into the container (`--preserve-fds 1`), so the
-// runner finds it as runtime.ConfigFD. runc's shim packages start runc through this monitor
+// whose runner files are registered gets them as extra descriptors,
+// preserved into the container (`--preserve-fds N`), so the runner finds
+// them as runtime.ConfigFD and runtime.ReasonFD. runc's shim packages start runc through this monitor
 // but pass no extra files themselves, so this is the one place where the
 // descriptor can be handed over without re-implementing their plumbing.
 type configMonitor struct {
 	runc.ProcessMonitor
 	mu    sync.Mutex
-	files map[string]*os.File // by bundle path (create) or pid file (exec)
+	files map[string][]*os.File // by bundle path (create) or pid file (exec)
 }
 
 func newConfigMonitor(inner runc.ProcessMonitor) *configMonitor {
-	return &configMonitor{ProcessMonitor: inner, files: map[string]*os.File{}}
+	return &configMonitor{ProcessMonitor: inner, files: map[string][]*os.File{}}
 }
 
-// register hands f to the next `runc create` of bundle key, or `runc
-// exec` with pid file key; the returned function withdraws it (call it
-// once runc has returned).
-func (m *configMonitor) register(key string, f *os.File) func() {
+// register hands files (runtime.ConfigFD, runtime.ReasonFD, ...) to the
+// next `runc create` of bundle key, or `runc exec` with pid file key; the
+// returned function withdraws them (call it once runc has returned).
+func (m *configMonitor) register(key string, files ...*os.File) func() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.files[key] = f
+	m.files[key] = files
 	return func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		if m.files[key] == f {
+		if slices.Equal(m.files[key], files) {
 			delete(m.files, key)
 		}
 	}
@@ -76,12 +79,12 @@ func (m *configMonitor) inject(c *exec.Cmd) {
 	}
 	i := slices.IndexFunc(c.Args, func(a string) bool { return a == "create" || a == "exec" })
 	m.mu.Lock()
-	f := m.files[key]
+	files := m.files[key]
 	m.mu.Unlock()
-	if f == nil {
+	if files == nil {
 		return
 	}
-	c.ExtraFiles = []*os.File{f}
+	c.ExtraFiles = files
 	c.Args = slices.Insert(c.Args, i+1, "--preserve-fds", strconv.Itoa(len(c.ExtraFiles)))
 }
 
@@ -103,3 +106,46 @@ func sealedFile(name string, data []byte) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// runnerFiles are the descriptors a runner gets from the shim: its
+// configuration, and the write end of the pipe on which it says why it
+// failed (read by the shim until the runner exits).
+type runnerFiles struct {
+	config, reasonW, reasonR *os.File
+}
+
+// newRunnerFiles makes a runner's configuration file and reason pipe.
+func newRunnerFiles(config []byte) (*runnerFiles, error) {
+	f, err := sealedFile("containerd-shim-wasm-config", config)
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reason pipe: %w", err)
+	}
+	return &runnerFiles{config: f, reasonW: w, reasonR: r}, nil
+}
+
+// files are the descriptors to preserve, in the runner's order.
+func (f *runnerFiles) files() []*os.File { return []*os.File{f.config, f.reasonW} }
+
+// handedOver closes the shim's copies of what runc has passed on (or
+// failed to), and logs what the runner reports on the reason pipe, with
+// logger's fields, until the runner exits.
+func (f *runnerFiles) handedOver(logger *log.Entry) {
+	f.config.Close()
+	f.reasonW.Close()
+	go func() {
+		defer f.reasonR.Close()
+		b, _ := io.ReadAll(io.LimitReader(f.reasonR, maxReason))
+		io.Copy(io.Discard, f.reasonR)
+		if msg := strings.TrimSpace(string(b)); msg != "" {
+			logger.WithField("reason", msg).Error("wasm guest failed")
+		}
+	}()
+}
+
+// maxReason bounds what is logged of a runner's reasons.
+const maxReason = 4096

@@ -19,7 +19,7 @@ func TestConfigMonitorInject(t *testing.T) {
 	defer f.Close()
 	m := newConfigMonitor(nil)
 	m.register("/b/one", f)
-	withdraw := m.register("/b/one/x.pid", f)
+	withdraw := m.register("/b/one/x.pid", f, f)
 	tests := []struct {
 		args string
 		want string // "": unchanged
@@ -28,7 +28,7 @@ func TestConfigMonitorInject(t *testing.T) {
 			"runc --root /r create --preserve-fds 1 --bundle /b/one --pid-file /b/one/init.pid one"},
 		{"runc --root /r create --bundle /b/two two", ""},
 		{"runc --root /r exec --process /tmp/p --detach --pid-file /b/one/x.pid one",
-			"runc --root /r exec --preserve-fds 1 --process /tmp/p --detach --pid-file /b/one/x.pid one"},
+			"runc --root /r exec --preserve-fds 2 --process /tmp/p --detach --pid-file /b/one/x.pid one"},
 		{"runc --root /r exec --process /tmp/p --detach --pid-file /b/one/y.pid one", ""},
 		{"runc --root /r start one", ""},
 		{"runc --root /r exec --pid-file", ""},
@@ -43,7 +43,7 @@ func TestConfigMonitorInject(t *testing.T) {
 		if got := strings.Join(c.Args, " "); got != want {
 			t.Errorf("%s:\n got %s\nwant %s", tt.args, got, want)
 		}
-		if injected := len(c.ExtraFiles) == 1; injected != (tt.want != "") {
+		if injected := len(c.ExtraFiles) > 0; injected != (tt.want != "") {
 			t.Errorf("%s: extra files %v", tt.args, c.ExtraFiles)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"time"
@@ -102,12 +101,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if err := wb.config.Encode(&buf); err != nil {
 			return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
 		}
-		f, err := sealedFile("containerd-shim-wasm-config", buf.Bytes())
+		rf, err := newRunnerFiles(buf.Bytes())
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
-		defer f.Close()
-		defer s.configs.register(r.Bundle, f)()
+		defer rf.handedOver(log.G(ctx))
+		defer s.configs.register(r.Bundle, rf.files()...)()
 		t := &wasmTask{bundle: r.Bundle, opts: opts}
 		if wb.entry != nil {
 			t.entryName = wb.entry.Name
@@ -317,13 +316,13 @@ type pendingExecs struct {
 	files map[string]func()
 }
 
-func (p *pendingExecs) add(key string, f io.Closer, unregister func()) {
+func (p *pendingExecs) add(key string, release func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if old := p.files[key]; old != nil {
 		old()
 	}
-	p.files[key] = func() { unregister(); f.Close() }
+	p.files[key] = release
 }
 
 // done withdraws and closes the configuration of exec key, if any.
