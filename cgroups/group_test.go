@@ -32,8 +32,8 @@ func TestGroupV2(t *testing.T) {
 	for file, want := range map[string]string{
 		filepath.Join(root, "cgroup.subtree_control"):         "+memory +pids",
 		filepath.Join(root, "shim", "cgroup.subtree_control"): "+memory +pids",
-		filepath.Join(dir, "memory.max"):                       "67108864",
-		filepath.Join(dir, "pids.max"):                         "128",
+		filepath.Join(dir, "memory.max"):                      "67108864",
+		filepath.Join(dir, "pids.max"):                        "128",
 	} {
 		if got := read(file); got != want {
 			t.Errorf("%s = %q, want %q", file, got, want)
