@@ -256,6 +256,7 @@ func TestPidsLimit(t *testing.T) {
 	b := startBackground(t, nil, "/probe.wasm", "tick")
 	b.waitOutput(t, "tick 1")
 	current := cgroupValue(t, b.id, "pids.current", "")
+	t.Logf("a Wasm container's pids.current: %d", current)
 	updateTask(t, b.id, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &current}})
 	if max := cgroupFile(t, b.id, "pids.max"); max != strconv.FormatInt(current, 10) {
 		t.Errorf("pids.max %q, want %d", max, current)

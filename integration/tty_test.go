@@ -16,6 +16,59 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// TestExecTTY: `ctr task exec -t` of a Wasm module gives it a terminal.
+func TestExecTTY(t *testing.T) {
+	b := startBackground(t, nil, "/probe.wasm", "sleep")
+	b.waitOutput(t, "sleeping")
+	master, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(e.ctrBin, "--address", e.address, "task", "exec", "-t", "--exec-id", "term", b.id, "/probe.wasm", "tty")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var out lockedBuffer
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "/dev/stdout: terminal true") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	master.Write([]byte("quit\r"))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("ctr task exec -t: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Errorf("the exec did not end")
+	}
+	if s := out.String(); !strings.Contains(s, "/dev/stdin: terminal true") || !strings.Contains(s, "/dev/stdout: terminal true") || !strings.Contains(s, `got "quit\n"`) {
+		t.Errorf("exec's terminal: %q", s)
+	}
+	b.terminate(t)
+}
+
 // TestTTY runs a Wasm guest with `ctr run -t` on a terminal of the test's
 // own: the guest's stdin and stdout are a terminal, what is typed is
 // echoed by it, and ResizePty sets its size.
