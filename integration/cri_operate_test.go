@@ -137,6 +137,39 @@ func TestCRIOperate(t *testing.T) {
 	if resp, err := c.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id}); err != nil || resp.Status.State != cri.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("the container after the execs: %v, %v", resp.GetStatus().GetState(), err)
 	}
+	// Logs: a failing guest's reason, with the pod's names, at the level
+	// containerd runs at (info: no debug lines).
+	trap := c.container(t, podID, podCfg, "trap", "/trap.wasm")
+	if st := c.waitExit(t, trap); st.ExitCode != 134 {
+		t.Errorf("trap: exit code %d", st.ExitCode)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(c.dir, "containerd.log"))
+		var line string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, `msg="wasm guest failed"`) && strings.Contains(l, " id="+trap+" ") {
+				line = l
+			}
+		}
+		if line != "" {
+			for _, want := range []string{"level=error", "namespace=k8s.io", "sandbox=" + podID, "unreachable"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("log line lacks %s: %s", want, line)
+				}
+			}
+			if strings.Contains(string(b), "level=debug") {
+				t.Error("debug lines in the log of a containerd at level info")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("no log line for the failed guest %s", trap)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	if _, err := c.rt.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatalf("StopPodSandbox: %v", err)
 	}
