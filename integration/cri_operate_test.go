@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
@@ -47,6 +48,44 @@ func (c *criEnv) growExec(t *testing.T, id string) int {
 	}
 	n, _ := strconv.Atoi(string(m[1]))
 	return n
+}
+
+// streamExec runs cmd in container id through CRI Exec and the streaming
+// server's WebSocket protocol (v4.channel.k8s.io), and returns stdout,
+// stderr and the status the server sends on the error channel.
+func (c *criEnv) streamExec(t *testing.T, id string, cmd ...string) (string, string, string) {
+	t.Helper()
+	resp, err := c.rt.Exec(context.Background(), &cri.ExecRequest{ContainerId: id, Cmd: cmd, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatalf("Exec: %v", err)
+	}
+	u := "ws" + strings.TrimPrefix(resp.Url, "http")
+	dialer := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second}
+	conn, _, err := dialer.Dial(u, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", u, err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	var stdout, stderr, status strings.Builder
+	for {
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			break // the server closes the connection once the exec ended
+		}
+		if len(msg) == 0 {
+			continue
+		}
+		switch msg[0] {
+		case 1:
+			stdout.Write(msg[1:])
+		case 2:
+			stderr.Write(msg[1:])
+		case 3:
+			status.Write(msg[1:])
+		}
+	}
+	return stdout.String(), stderr.String(), status.String()
 }
 
 // TestCRIOperate plays kubelet with a running Wasm container under
@@ -109,6 +148,13 @@ func TestCRIOperate(t *testing.T) {
 	}
 	if resp, err := c.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: id, Cmd: []string{"/exit42.wasm"}, Timeout: 60}); err != nil || resp.ExitCode != 42 {
 		t.Errorf("ExecSync exit42: %v %+v", err, resp)
+	}
+	// Exec through the streaming server, as kubectl exec reaches it.
+	if out, _, status := c.streamExec(t, id, "/probe.wasm", "echo", "streamed"); out != "[streamed]\n" || !strings.Contains(status, "Success") {
+		t.Errorf("Exec: stdout %q, status %s", out, status)
+	}
+	if _, _, status := c.streamExec(t, id, "/exit42.wasm"); !strings.Contains(status, `"ExitCode","message":"42"`) {
+		t.Errorf("Exec exit42: status %s", status)
 	}
 	// An exec's guest memory is capped by the container's limit, less what
 	// the container's own runner uses.
