@@ -53,3 +53,27 @@ func TestConfigMonitorInject(t *testing.T) {
 		t.Error("a withdrawn configuration was injected")
 	}
 }
+
+// TestPendingExecs: an exec's files are released once, on Start or
+// Delete, and all of a container's on its Delete.
+func TestPendingExecs(t *testing.T) {
+	p := &pendingExecs{files: map[string]func(){}}
+	released := map[string]int{}
+	add := func(bundle, exec string) {
+		key := execKey(bundle, exec)
+		p.add(key, func() { released[key]++ })
+	}
+	add("/b/one", "a")
+	add("/b/one", "b")
+	add("/b/one2", "a")
+	p.done(execKey("/b/one", "a"))
+	p.done(execKey("/b/one", "a"))
+	p.doneAll("/b/one")
+	want := map[string]int{execKey("/b/one", "a"): 1, execKey("/b/one", "b"): 1}
+	if len(released) != len(want) || released[execKey("/b/one", "a")] != 1 || released[execKey("/b/one", "b")] != 1 {
+		t.Errorf("released %v, want %v", released, want)
+	}
+	if len(p.files) != 1 {
+		t.Errorf("pending %d, want the other container's one", len(p.files))
+	}
+}

@@ -190,6 +190,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			log.G(s.logCtx(ctx, r.ID, "")).WithField("exit_status", s.exits.status(r.ID, resp.ExitStatus)).Info("deleted a failed task")
 		}
 		s.logs.deleted(r.ID)
+		if t := s.exits.get(r.ID); t != nil {
+			s.execs.doneAll(t.bundle) // execs added and never started
+		}
 		s.deletes.deleted()
 		// The task is forgotten once its /tasks/delete event is out.
 		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
@@ -333,6 +336,22 @@ func (p *pendingExecs) done(key string) {
 	p.mu.Unlock()
 	if release != nil {
 		release()
+	}
+}
+
+// doneAll withdraws the configurations of every exec of bundle.
+func (p *pendingExecs) doneAll(bundle string) {
+	p.mu.Lock()
+	var release []func()
+	for key, r := range p.files {
+		if strings.HasPrefix(key, bundle+"\x00") {
+			release = append(release, r)
+			delete(p.files, key)
+		}
+	}
+	p.mu.Unlock()
+	for _, r := range release {
+		r()
 	}
 }
 
