@@ -177,3 +177,27 @@ func TestExec(t *testing.T) {
 	}
 	b.terminate(t)
 }
+
+// TestExecNativeContainer: in a native container of the Wasm runtime a
+// native exec runs; a Wasm module is refused with the reason, and the
+// container runs on.
+func TestExecNativeContainer(t *testing.T) {
+	b := startBackground(t, nil, "/bin/native", "sleep")
+	b.waitOutput(t, "sleeping")
+	if r := execIn(t, b.id, "n", nil, "/bin/native", "hi"); r.code != 0 || !strings.Contains(r.stdout, `native hello, args ["hi"]`) {
+		t.Errorf("native exec: %+v", r)
+	}
+	if r := execIn(t, b.id, "w", nil, "/probe.wasm", "echo"); r.code == 0 || !strings.Contains(r.stderr, "/probe.wasm: a Wasm module runs only in a container whose own entrypoint is Wasm") {
+		t.Errorf("Wasm exec into a native container: %+v", r)
+	}
+	if st := taskStatus(t, b.id); st != "RUNNING" {
+		t.Errorf("container after the execs: %q", st)
+	}
+	if _, stderr, err := e.ctr("task", "kill", "-s", "SIGKILL", b.id); err != nil {
+		t.Fatalf("kill: %v: %s", err, stderr)
+	}
+	if r := b.wait(t, 10*time.Second); r.code != 137 {
+		t.Errorf("exit status %d, want 137", r.code)
+	}
+	assertClean(t, b.id)
+}

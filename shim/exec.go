@@ -29,11 +29,15 @@ import (
 // entry if it is the same module, and compiles it otherwise. A native
 // program, and any exec in a native container, is run as it is.
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
+	ctx = s.logCtx(ctx, r.ID, r.ExecID)
 	t := s.exits.get(r.ID)
 	if t == nil {
+		if err := checkNativeExec(s.containers.bundle(r.ID), r.Spec); err != nil {
+			log.G(ctx).WithError(err).Error("exec failed")
+			return nil, errgrpc.ToGRPC(err)
+		}
 		return s.TTRPCTaskService.Exec(ctx, r)
 	}
-	ctx = s.logCtx(ctx, r.ID, r.ExecID)
 	proc, cfg, err := prepareExec(ctx, t, r.Spec)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("exec failed")
@@ -71,17 +75,48 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	return resp, nil
 }
 
+// checkNativeExec refuses an exec of a Wasm module into a native
+// container (of bundle; "" if unknown), which has no runner. Anything else
+// is left to runc.
+func checkNativeExec(bundle string, a *anypb.Any) error {
+	if bundle == "" {
+		return nil
+	}
+	proc, err := decodeProcess(a)
+	if err != nil {
+		return err
+	}
+	spec, err := oci.ReadSpec(bundle)
+	if err != nil {
+		return nil // runc will say what is wrong with the container
+	}
+	spec.Process = proc
+	if ep, err := oci.Detect(bundle, spec); err == nil && ep.Kind == oci.Wasm {
+		return fmt.Errorf("exec %s: a Wasm module runs only in a container whose own entrypoint is Wasm; this one runs natively: %w", ep.Path, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// decodeProcess decodes an exec's process spec.
+func decodeProcess(a *anypb.Any) (*specs.Process, error) {
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return nil, fmt.Errorf("decode exec process: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	proc, ok := v.(*specs.Process)
+	if !ok || len(proc.Args) == 0 {
+		return nil, fmt.Errorf("exec process has no args: %w", errdefs.ErrInvalidArgument)
+	}
+	return proc, nil
+}
+
 // prepareExec decodes an exec's process and, if it runs a Wasm module,
 // returns it rewritten to start the runner, and the runner's
 // configuration; a nil configuration if it is to run as it is.
 func prepareExec(ctx context.Context, t *wasmTask, a *anypb.Any) (*specs.Process, *runtime.Config, error) {
-	v, err := typeurl.UnmarshalAny(a)
+	proc, err := decodeProcess(a)
 	if err != nil {
-		return nil, nil, fmt.Errorf("decode exec process: %w: %w", err, errdefs.ErrInvalidArgument)
-	}
-	proc, ok := v.(*specs.Process)
-	if !ok || len(proc.Args) == 0 {
-		return nil, nil, fmt.Errorf("exec process has no args: %w", errdefs.ErrInvalidArgument)
+		return nil, nil, err
 	}
 	spec, err := oci.ReadSpec(t.bundle)
 	if err != nil {

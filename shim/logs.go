@@ -13,25 +13,40 @@ import (
 // sandbox (the sandbox's own id for the sandbox container).
 const sandboxAnnotation = "io.kubernetes.cri.sandbox-id"
 
-// logFields remembers what the shim's log lines name a container by,
-// beyond its id: its pod sandbox.
-type logFields struct {
-	mu        sync.Mutex
-	sandboxes map[string]string // container id → sandbox id
+// containers remembers, of every container of the shim (Wasm or native),
+// its bundle and what the shim's log lines name it by beyond its id: its
+// pod sandbox.
+type containers struct {
+	mu      sync.Mutex
+	bundles map[string]string // container id → bundle
+	sandbox map[string]string // container id → sandbox id
 }
 
-func (l *logFields) created(id string, spec *specs.Spec) {
+func newContainers() *containers {
+	return &containers{bundles: map[string]string{}, sandbox: map[string]string{}}
+}
+
+func (c *containers) created(id, bundle string, spec *specs.Spec) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bundles[id] = bundle
 	if sb := spec.Annotations[sandboxAnnotation]; sb != "" {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.sandboxes[id] = sb
+		c.sandbox[id] = sb
 	}
 }
 
-func (l *logFields) deleted(id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.sandboxes, id)
+func (c *containers) deleted(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.bundles, id)
+	delete(c.sandbox, id)
+}
+
+// bundle returns container id's bundle, "" if it is not known.
+func (c *containers) bundle(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundles[id]
 }
 
 // logCtx returns ctx with a logger whose lines carry the namespace, the
@@ -41,11 +56,11 @@ func (s *service) logCtx(ctx context.Context, id, execID string) context.Context
 	if ns, ok := namespaces.Namespace(ctx); ok {
 		fields["namespace"] = ns
 	}
-	s.logs.mu.Lock()
-	if sb := s.logs.sandboxes[id]; sb != "" {
+	s.containers.mu.Lock()
+	if sb := s.containers.sandbox[id]; sb != "" {
 		fields["sandbox"] = sb
 	}
-	s.logs.mu.Unlock()
+	s.containers.mu.Unlock()
 	if execID != "" {
 		fields["exec"] = execID
 	}

@@ -37,7 +37,8 @@ type service struct {
 	configs *configMonitor
 	execs   *pendingExecs
 	deletes *deleteEvents
-	logs    *logFields
+	// containers are all of the shim's containers, Wasm or native.
+	containers *containers
 }
 
 // NewTaskService returns the task service, publishing events through
@@ -59,7 +60,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	// last task's /tasks/delete was lost now and then. Wait for it.
 	sd.RegisterCallback(deletes.wait)
 	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, execs: &pendingExecs{files: map[string]func(){}}, deletes: deletes,
-		logs: &logFields{sandboxes: map[string]string{}}}, nil
+		containers: newContainers()}, nil
 }
 
 // RegisterTTRPC registers the service on the shim's ttrpc server.
@@ -85,7 +86,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		log.G(s.logCtx(ctx, r.ID, "")).WithError(err).Error("create failed")
 		return nil, errgrpc.ToGRPC(err)
 	}
-	s.logs.created(r.ID, spec)
+	s.containers.created(r.ID, r.Bundle, spec)
 	ctx = s.logCtx(ctx, r.ID, "")
 	kind, wb, err := prepareBundle(ctx, opts, r, spec)
 	if err != nil {
@@ -189,7 +190,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		if resp.ExitStatus != 0 {
 			log.G(s.logCtx(ctx, r.ID, "")).WithField("exit_status", s.exits.status(r.ID, resp.ExitStatus)).Info("deleted a failed task")
 		}
-		s.logs.deleted(r.ID)
+		s.containers.deleted(r.ID)
 		if t := s.exits.get(r.ID); t != nil {
 			s.execs.doneAll(t.bundle) // execs added and never started
 		}
