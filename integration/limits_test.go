@@ -181,6 +181,21 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestMemoryLimitGo: a Go guest that allocates without end is refused
+// memory below the limit: Go's runtime ends it ("out of memory", status 2),
+// not the kernel's OOM killer.
+func TestMemoryLimitGo(t *testing.T) {
+	evs := watchEvents(t)
+	id, r := runNamed(t, nil, []string{"--memory-limit", strconv.Itoa(64 * mib)}, "/probe.wasm", "alloc")
+	if r.code != 2 || !strings.Contains(r.stderr, "fatal error: out of memory") || !strings.Contains(r.stdout, "allocated 16 MiB") {
+		t.Errorf("exit %d, stdout %q, stderr %.200q", r.code, r.stdout, r.stderr)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if hasEvent(evs, "/tasks/oom", id) {
+		t.Error("an OOM event for a guest kept within its limit")
+	}
+}
+
 // TestMemoryInitialOverLimit: a module whose declared initial memory does
 // not fit under the limit fails with a clear error, not an OOM kill.
 func TestMemoryInitialOverLimit(t *testing.T) {

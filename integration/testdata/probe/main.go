@@ -155,6 +155,18 @@ func main() {
 				return
 			}
 		}
+	case "alloc": // allocate and touch 1 MiB blocks until the runtime gives up
+		var keep [][]byte
+		for i := 1; ; i++ {
+			b := make([]byte, 1<<20)
+			for j := 0; j < len(b); j += 4096 {
+				b[j] = 1
+			}
+			keep = append(keep, b)
+			if i%8 == 0 {
+				fmt.Println("allocated", i, "MiB")
+			}
+		}
 	case "sleep":
 		fmt.Println("sleeping")
 		for {
