@@ -16,15 +16,7 @@ func execIn(t *testing.T, id, execID string, flags []string, args ...string) res
 	t.Helper()
 	a := append([]string{"task", "exec", "--exec-id", execID}, flags...)
 	stdout, stderr, err := e.ctr(append(append(a, id), args...)...)
-	r := result{stdout: stdout, stderr: stderr}
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("ctr task exec: %v", err)
-	}
-	return r
+	return resultOf(t, stdout, stderr, err)
 }
 
 // execLog returns the shim's log line for Wasm exec execID of id.

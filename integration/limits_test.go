@@ -54,17 +54,17 @@ func cgroupValue(t *testing.T, id, name, key string) int64 {
 	return 0
 }
 
-// updateTask changes the resources of running task id through
-// containerd's client: ctr 2.x has no `task update`.
-func updateTask(t *testing.T, id string, res *specs.LinuxResources) {
+// loadTask returns task id through containerd's client (for what ctr
+// 2.x has no command for), and a context for calls on it.
+func loadTask(t *testing.T, id string) (context.Context, containerd.Task) {
 	t.Helper()
 	client, err := containerd.New(e.address)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	t.Cleanup(func() { client.Close() })
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	c, err := client.LoadContainer(ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +73,14 @@ func updateTask(t *testing.T, id string, res *specs.LinuxResources) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, task
+}
+
+// updateTask changes the resources of running task id (ctr 2.x has no
+// `task update`).
+func updateTask(t *testing.T, id string, res *specs.LinuxResources) {
+	t.Helper()
+	ctx, task := loadTask(t, id)
 	if err := task.Update(ctx, containerd.WithResources(res)); err != nil {
 		t.Fatalf("update %s: %v", id, err)
 	}

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,15 +26,7 @@ func taskStatus(t *testing.T, id string) string {
 // TestPauseResume freezes a ticking Wasm guest and thaws it: no output
 // while paused, PAUSED state, a frozen cgroup, and the events.
 func TestPauseResume(t *testing.T) {
-	events := exec.Command(e.ctrBin, "--address", e.address, "events")
-	var evs lockedBuffer
-	events.Stdout = &evs
-	if err := events.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { events.Process.Kill(); events.Wait() }()
-	time.Sleep(200 * time.Millisecond)
-
+	evs := watchEvents(t)
 	b := startBackground(t, nil, "/probe.wasm", "tick")
 	b.waitOutput(t, "tick 3")
 	if _, stderr, err := e.ctr("task", "pause", b.id); err != nil {
@@ -72,15 +63,8 @@ func TestPauseResume(t *testing.T) {
 	n := strings.Count(b.stdout.String(), "tick")
 	b.waitOutput(t, "tick "+strconv.Itoa(n+2))
 	b.terminate(t)
-	deadline := time.Now().Add(5 * time.Second)
 	for _, topic := range []string{"/tasks/paused", "/tasks/resumed"} {
-		for !strings.Contains(evs.String(), topic+" {\"container_id\":\""+b.id+"\"}") {
-			if time.Now().After(deadline) {
-				t.Errorf("no %s event for %s in %q", topic, b.id, evs.String())
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitEvent(t, evs, topic, b.id)
 	}
 }
 

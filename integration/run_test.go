@@ -63,16 +63,24 @@ func runNamed(t *testing.T, stdin *strings.Reader, flags []string, args ...strin
 	t.Helper()
 	id := newID(t)
 	stdout, stderr, err := e.ctrIn(stdin, ctrRunArgs(id, flags, args)...)
+	r := resultOf(t, stdout, stderr, err)
+	assertClean(t, id)
+	return id, r
+}
+
+// resultOf makes a result of a ctr command's output and error: its exit
+// status, or a fatal error if it did not run.
+func resultOf(t *testing.T, stdout, stderr string, err error) result {
+	t.Helper()
 	r := result{stdout: stdout, stderr: stderr}
 	var exit *exec.ExitError
 	switch {
 	case errors.As(err, &exit):
 		r.code = exit.ExitCode()
 	case err != nil:
-		t.Fatalf("ctr run: %v", err)
+		t.Fatalf("ctr: %v", err)
 	}
-	assertClean(t, id)
-	return id, r
+	return r
 }
 
 // assertClean checks that nothing of container id is left: no bundle, no
