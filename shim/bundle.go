@@ -100,19 +100,10 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint, entry 
 	if err != nil {
 		return nil, fmt.Errorf("find the shim's binary for the runner: %w", err)
 	}
-	env, listen, err := takeListenEnv(guestEnv(spec.Process))
+	cfg, err := toRunner(ep, spec.Process)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		return nil, err
 	}
-	cfg := &runtime.Config{
-		Module: ep.Path,
-		Func:   ep.Func,
-		Args:   append([]string{ep.Arg0}, spec.Process.Args[1:]...),
-		Env:    env,
-		Listen: listen,
-	}
-	spec.Process.Args = []string{runtime.RunnerPath}
-	spec.Process.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
 	spec.Mounts = append(spec.Mounts,
 		specs.Mount{Destination: runtime.RunnerPath, Type: "bind", Source: self, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
 	)
@@ -144,6 +135,26 @@ func mountsCgroups(spec *specs.Spec) bool {
 		}
 	}
 	return false
+}
+
+// toRunner returns the runner's configuration for running ep as process p
+// (the guest gets p's args and environment) and rewrites p to start the
+// runner, with an empty environment; p is left as it was on error.
+func toRunner(ep *oci.Entrypoint, p *specs.Process) (*runtime.Config, error) {
+	env, listen, err := takeListenEnv(guestEnv(p))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	cfg := &runtime.Config{
+		Module: ep.Path,
+		Func:   ep.Func,
+		Args:   append([]string{ep.Arg0}, p.Args[1:]...),
+		Env:    env,
+		Listen: listen,
+	}
+	p.Args = []string{runtime.RunnerPath}
+	p.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
+	return cfg, nil
 }
 
 // guestEnv is process.env with PWD set to process.cwd.

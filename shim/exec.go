@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -46,15 +45,11 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	if cfg == nil {
 		return s.TTRPCTaskService.Exec(ctx, r)
 	}
-	var buf bytes.Buffer
-	if err := cfg.Encode(&buf); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
-	}
 	spec, err := typeurl.MarshalAnyToProto(proc)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode exec process: %w", err))
 	}
-	rf, err := newRunnerFiles(buf.Bytes())
+	rf, err := newRunnerFiles(cfg)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -69,9 +64,10 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	}
 	// runc runs the process on Start; the files wait for it until then,
 	// or until the exec is deleted unstarted.
-	unregister := s.configs.register(execPidFile(t.bundle, r.ExecID), rf.files()...)
+	pidFile := execPidFile(t.bundle, r.ExecID)
+	unregister := s.configs.register(pidFile, rf.files()...)
 	logger := log.G(ctx)
-	s.execs.add(execKey(t.bundle, r.ExecID), func() { unregister(); rf.handedOver(logger) })
+	s.execs.add(pidFile, func() { unregister(); rf.handedOver(logger) })
 	return resp, nil
 }
 
@@ -137,40 +133,27 @@ func prepareExec(ctx context.Context, t *wasmTask, a *anypb.Any) (*specs.Process
 	if err != nil {
 		return nil, nil, fmt.Errorf("exec: %w", err)
 	}
-	env, listen, err := takeListenEnv(guestEnv(proc))
+	if entry != nil {
+		defer entry.Release()
+	}
+	cfg, err := toRunner(ep, proc)
 	if err != nil {
-		if entry != nil {
-			entry.Release()
-		}
-		return nil, nil, fmt.Errorf("exec: %w: %w", err, errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("exec: %w", err)
 	}
-	cfg := &runtime.Config{
-		Module: ep.Path,
-		Func:   ep.Func,
-		Args:   append([]string{ep.Arg0}, proc.Args[1:]...),
-		Env:    env,
-		Listen: listen,
-		Trace:  t.opts.Trace,
-	}
+	cfg.Trace = t.opts.Trace
 	// The container has its own module's compiled code mounted; another
 	// module's cannot be mounted into a running container, so the runner
 	// compiles that one (the node's cache has it for the next container).
-	if entry != nil {
-		if entry.Name == t.entryName {
-			cfg.Cache = runtime.CachePath
-		}
-		entry.Release()
+	if entry != nil && entry.Name == t.entryName {
+		cfg.Cache = runtime.CachePath
 	}
-	proc.Args = []string{runtime.RunnerPath}
-	proc.Env = []string{}
 	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "cached": cfg.Cache != ""}).Debug("wasm exec")
 	return proc, cfg, nil
 }
 
 // execPidFile is where runc's task service has `runc exec` write an
-// exec's pid: the key by which the config monitor knows the exec.
+// exec's pid: the key by which the config monitor and the pending execs
+// know the exec.
 func execPidFile(bundle, execID string) string {
 	return filepath.Join(bundle, execID+".pid")
 }
-
-func execKey(bundle, execID string) string { return bundle + "\x00" + execID }

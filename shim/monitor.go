@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,8 @@ import (
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 // configMonitor is go-runc's process monitor (the shim's reaper) with one
@@ -115,8 +118,12 @@ type runnerFiles struct {
 }
 
 // newRunnerFiles makes a runner's configuration file and reason pipe.
-func newRunnerFiles(config []byte) (*runnerFiles, error) {
-	f, err := sealedFile("containerd-shim-wasm-config", config)
+func newRunnerFiles(cfg *runtime.Config) (*runnerFiles, error) {
+	var buf bytes.Buffer
+	if err := cfg.Encode(&buf); err != nil {
+		return nil, fmt.Errorf("encode runner config: %w", err)
+	}
+	f, err := sealedFile("containerd-shim-wasm-config", buf.Bytes())
 	if err != nil {
 		return nil, err
 	}

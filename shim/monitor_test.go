@@ -60,17 +60,17 @@ func TestPendingExecs(t *testing.T) {
 	p := &pendingExecs{files: map[string]func(){}}
 	released := map[string]int{}
 	add := func(bundle, exec string) {
-		key := execKey(bundle, exec)
+		key := execPidFile(bundle, exec)
 		p.add(key, func() { released[key]++ })
 	}
 	add("/b/one", "a")
 	add("/b/one", "b")
 	add("/b/one2", "a")
-	p.done(execKey("/b/one", "a"))
-	p.done(execKey("/b/one", "a"))
+	p.done(execPidFile("/b/one", "a"))
+	p.done(execPidFile("/b/one", "a"))
 	p.doneAll("/b/one")
-	want := map[string]int{execKey("/b/one", "a"): 1, execKey("/b/one", "b"): 1}
-	if len(released) != len(want) || released[execKey("/b/one", "a")] != 1 || released[execKey("/b/one", "b")] != 1 {
+	want := map[string]int{execPidFile("/b/one", "a"): 1, execPidFile("/b/one", "b"): 1}
+	if len(released) != len(want) || released[execPidFile("/b/one", "a")] != 1 || released[execPidFile("/b/one", "b")] != 1 {
 		t.Errorf("released %v, want %v", released, want)
 	}
 	if len(p.files) != 1 {

@@ -1,9 +1,9 @@
 package shim
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -98,11 +98,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if wb.entry != nil {
 			defer wb.entry.Release() // runc create has mounted it, or failed
 		}
-		var buf bytes.Buffer
-		if err := wb.config.Encode(&buf); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("encode runner config: %w", err))
-		}
-		rf, err := newRunnerFiles(buf.Bytes())
+		rf, err := newRunnerFiles(wb.config)
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
@@ -133,7 +129,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	if r.ExecID != "" {
 		if t := s.exits.get(r.ID); t != nil {
-			defer s.execs.done(execKey(t.bundle, r.ExecID))
+			defer s.execs.done(execPidFile(t.bundle, r.ExecID))
 		}
 	}
 	ctx = s.logCtx(ctx, r.ID, r.ExecID)
@@ -182,7 +178,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	if r.ExecID != "" {
 		if t := s.exits.get(r.ID); t != nil {
-			defer s.execs.done(execKey(t.bundle, r.ExecID))
+			defer s.execs.done(execPidFile(t.bundle, r.ExecID))
 		}
 	}
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
@@ -313,8 +309,8 @@ func (m *exitMapper) status(id string, status uint32) uint32 {
 	return status
 }
 
-// pendingExecs holds the runner configurations of Wasm execs between Exec
-// and Start (or Delete, if never started).
+// pendingExecs holds the runner files of Wasm execs, by the exec's pid
+// file, between Exec and Start (or Delete, if never started).
 type pendingExecs struct {
 	mu    sync.Mutex
 	files map[string]func()
@@ -345,7 +341,7 @@ func (p *pendingExecs) doneAll(bundle string) {
 	p.mu.Lock()
 	var release []func()
 	for key, r := range p.files {
-		if strings.HasPrefix(key, bundle+"\x00") {
+		if filepath.Dir(key) == bundle {
 			release = append(release, r)
 			delete(p.files, key)
 		}
