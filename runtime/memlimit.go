@@ -20,7 +20,7 @@ import (
 // MemoryMargin is what the runner keeps free below the container's memory
 // limit when the guest grows its linear memory: room for the runner's own
 // allocations (WASI calls, the Go heap between collections) after the
-// grow. A grow that would leave less fails, as memory.grow defines (-1).
+// grow. A grow that would leave less fails: memory.grow returns -1.
 const MemoryMargin = 8 << 20
 
 // memoryBudget decides whether the guest's linear memory may grow, from
@@ -124,7 +124,7 @@ func (b *memoryBudget) checkInitial(m wazero.CompiledModule) error {
 	if err := b.refresh(); err != nil || b.fits(need) {
 		return nil
 	}
-	return fmt.Errorf("its initial memory (%d MiB) does not fit in the container's memory limit (%d MiB) with the runner's %d MiB and a margin of %d MiB",
+	return fmt.Errorf("its initial memory (%d MiB) does not fit in the container's memory limit (%d MiB) with the %d MiB the container uses and a margin of %d MiB",
 		need>>20, b.limit>>20, b.anon>>20, b.margin>>20)
 }
 
