@@ -4,11 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	cg "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // Group is a cgroup of the shim's own making, for a short-lived helper
@@ -109,4 +113,32 @@ func (g *Group) Delete() error {
 		return fmt.Errorf("remove cgroup %s: %w", g.path, err)
 	}
 	return nil
+}
+
+// RemoveOrphans removes the empty cgroups named PREFIX-PID under parent
+// (in every hierarchy below root) whose process PID has exited: helpers'
+// groups left behind by a shim that was killed while its helper ran.
+// A group that still holds a process is not removable, and is kept.
+func RemoveOrphans(root, parent, prefix string) {
+	for _, dir := range Dirs(root, parent) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, ent := range ents {
+			pid, ok := strings.CutPrefix(ent.Name(), prefix+"-")
+			n, err := strconv.Atoi(pid)
+			if !ok || err != nil || !ent.IsDir() || processExists(n) {
+				continue
+			}
+			os.Remove(filepath.Join(dir, ent.Name())) // rmdir: fails unless empty
+		}
+	}
+}
+
+// processExists says whether process pid exists (as any process, even
+// one of another pid namespace's numbering: this errs on keeping).
+func processExists(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }

@@ -3,6 +3,7 @@ package cgroups
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,5 +55,33 @@ func TestGroupV2(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "memory.events"), []byte("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"), 0o644)
 	if !g.OOMKilled() {
 		t.Error("memory.events counts an OOM kill; OOMKilled says no")
+	}
+}
+
+// TestRemoveOrphans: helper groups of exited processes are removed if
+// empty; those of live processes, non-empty ones and others stay.
+func TestRemoveOrphans(t *testing.T) {
+	root := t.TempDir()
+	dead := 999999999 // above pid_max
+	live := os.Getpid()
+	dirs := map[string]bool{ // path under root: removed?
+		"memory/shim/compile-" + strconv.Itoa(dead): true,
+		"pids/shim/compile-" + strconv.Itoa(dead):   true,
+		"memory/shim/compile-" + strconv.Itoa(live): false,
+		"memory/shim/compile-x":                     false,
+		"memory/shim/other-" + strconv.Itoa(dead):   false,
+		"cpu/shim/compile-" + strconv.Itoa(dead):    false, // holds a file, as a populated group would a process
+	}
+	for d := range dirs {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(root, "cpu/shim/compile-"+strconv.Itoa(dead), "cgroup.procs"), []byte("1\n"), 0o644)
+	RemoveOrphans(root, "/shim", "compile")
+	for d, removed := range dirs {
+		if _, err := os.Stat(filepath.Join(root, d)); (err != nil) != removed {
+			t.Errorf("%s: removed %v, want %v", d, err != nil, removed)
+		}
 	}
 }

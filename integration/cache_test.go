@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
@@ -341,6 +342,30 @@ func TestCompileLimits(t *testing.T) {
 	}
 	if n := dirLen(t, filepath.Join(dir, "entries")); n != 0 {
 		t.Errorf("a corrupt module was cached")
+	}
+}
+
+// TestOrphanHelperCgroups: the empty cgroup of a compile helper whose
+// shim was killed (a helper pid that no longer runs) is removed by the
+// next compile.
+func TestOrphanHelperCgroups(t *testing.T) {
+	orphans := []string{}
+	for _, c := range []string{"memory", "pids"} {
+		d := filepath.Join(cgroups.Root, c, e.compileCg, "compile-999999999")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		orphans = append(orphans, d)
+	}
+	flags, _ := ownCache(t, "")
+	if r := run(t, flags, "/hello.wasm"); r.code != 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	for _, d := range orphans {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("orphan helper cgroup %s left", d)
+			os.Remove(d)
+		}
 	}
 }
 

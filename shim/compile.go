@@ -133,6 +133,8 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	if parent == "" {
 		parent = defaultCompileCgroup
 	}
+	// Groups of helpers whose shim was killed mid-compile are empty.
+	cgroups.RemoveOrphans(cgroups.Root, parent, "compile")
 	group, err := cgroups.NewGroup(path.Join("/", parent, "compile-"+strconv.Itoa(h.pid())), limit, compilePids)
 	if err == nil {
 		if err = group.Add(h.pid()); err != nil {
