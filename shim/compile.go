@@ -85,7 +85,10 @@ func openCache(opts *Options) (*cache.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cache.Open(cache.Options{Root: opts.CacheRoot, MaxBytes: opts.CacheMaxBytes, Engine: engine})
+	return cache.Open(cache.Options{Root: opts.CacheRoot, MaxBytes: opts.CacheMaxBytes, Engine: engine, CheckMeta: func(meta []byte) error {
+		var exports runtime.Exports
+		return json.Unmarshal(meta, &exports)
+	}})
 }
 
 func sha256Hex(r io.Reader) (string, error) {

@@ -70,13 +70,18 @@ type Options struct {
 	// Engine identifies the compiler: entries of another engine are never
 	// used. It must change whenever compiled code would be incompatible.
 	Engine string
+	// CheckMeta, if set, checks a record's Meta on every lookup: an entry
+	// whose metadata it rejects is dropped and compiled again, as a
+	// damaged one is.
+	CheckMeta func(meta []byte) error
 }
 
 // Cache is a node-wide cache of compiled modules, shared by every shim.
 type Cache struct {
-	dir      string
-	maxBytes int64
-	engine   string
+	dir       string
+	maxBytes  int64
+	engine    string
+	checkMeta func([]byte) error
 }
 
 // Record is what the index says of an entry.
@@ -133,7 +138,7 @@ func Open(opts Options) (*Cache, error) {
 	if max == 0 {
 		max = DefaultMaxBytes
 	}
-	c := &Cache{dir: filepath.Join(root, layout), maxBytes: max, engine: opts.Engine}
+	c := &Cache{dir: filepath.Join(root, layout), maxBytes: max, engine: opts.Engine, checkMeta: opts.CheckMeta}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
@@ -219,6 +224,11 @@ func (c *Cache) lookup(key, module string) (*Entry, error) {
 	}
 	if !validName(r.Name) {
 		return nil, c.drop(key, fmt.Errorf("record names entry %q", r.Name))
+	}
+	if c.checkMeta != nil {
+		if err := c.checkMeta(r.Meta); err != nil {
+			return nil, c.drop(key, fmt.Errorf("record's metadata: %w", err))
+		}
 	}
 	pin, err := c.pin(key)
 	if errors.Is(err, fs.ErrNotExist) {

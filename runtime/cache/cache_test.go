@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -44,7 +45,10 @@ func (m fakeModule) compiler(calls *atomic.Int32) Compiler {
 
 func open(t *testing.T, root string, max int64, engine string) *Cache {
 	t.Helper()
-	c, err := Open(Options{Root: root, MaxBytes: max, Engine: engine})
+	c, err := Open(Options{Root: root, MaxBytes: max, Engine: engine, CheckMeta: func(meta []byte) error {
+		var exports map[string]string
+		return json.Unmarshal(meta, &exports)
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +152,11 @@ func TestBadEntries(t *testing.T) {
 			rec, _ := os.ReadFile(p)
 			os.WriteFile(p, bytes.Replace(rec, []byte("engine-1"), []byte("engine-0"), 1), 0o600)
 		}, `engine "engine-0"`},
+		{"record whose metadata the user rejects", func(t *testing.T, c *Cache) {
+			p := filepath.Join(c.Dir(), "index", c.Key(a.digest))
+			rec, _ := os.ReadFile(p)
+			os.WriteFile(p, bytes.Replace(rec, []byte(`"_start":""`), []byte(`"_start":7`), 1), 0o600)
+		}, "metadata"},
 		{"record naming a path outside the layout", func(t *testing.T, c *Cache) {
 			p := filepath.Join(c.Dir(), "index", c.Key(a.digest))
 			rec, _ := os.ReadFile(p)
