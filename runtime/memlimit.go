@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	cg "github.com/containerd/cgroups/v3"
 	"github.com/tetratelabs/wazero"
 )
 
@@ -47,13 +48,20 @@ type memoryBudget struct {
 const budgetTTL = 100 * time.Millisecond
 
 // newMemoryBudget returns the budget of the memory cgroup this process is
-// in, as seen through /proc/self; nil if the container has none in view.
-func newMemoryBudget() *memoryBudget {
-	cg, err := selfMemoryCgroup()
-	if err != nil || cg == nil {
+// in, found through /proc/self/cgroup and the cgroup mounts in mountinfo
+// (this process's /proc/self/mountinfo: runc mounts the container's own
+// cgroups); nil if the container has none in view.
+func newMemoryBudget(mountinfo []byte) *memoryBudget {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
 		return nil
 	}
-	b := &memoryBudget{cg: cg, margin: MemoryMargin}
+	defer f.Close()
+	mcg, err := findMemoryCgroup(f, bytes.NewReader(mountinfo))
+	if err != nil || mcg == nil {
+		return nil
+	}
+	b := &memoryBudget{cg: mcg, margin: MemoryMargin}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.refresh() != nil {
@@ -211,49 +219,19 @@ func (c *memoryCgroup) anon() (uint64, error) {
 	return 0, fmt.Errorf("%s has no %s", c.statFile, c.anonKey)
 }
 
-// selfMemoryCgroup finds this process's memory cgroup through
-// /proc/self/cgroup and the cgroup mounts in /proc/self/mountinfo (runc
-// mounts the container's own cgroups at /sys/fs/cgroup). It returns nil
-// if the container's mounts show none.
-func selfMemoryCgroup() (*memoryCgroup, error) {
-	cg, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	defer cg.Close()
-	mi, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer mi.Close()
-	return findMemoryCgroup(cg, mi)
-}
-
 // findMemoryCgroup finds the memory cgroup of a process from its
 // /proc/PID/cgroup and /proc/PID/mountinfo. A v1 memory controller wins
 // over the unified hierarchy (on hybrid hosts the v2 mount holds no
 // memory controller).
 func findMemoryCgroup(cgroupFile, mountinfo io.Reader) (*memoryCgroup, error) {
-	var v1Path, v2Path string
-	var haveV1, haveV2 bool
-	sc := bufio.NewScanner(cgroupFile)
-	for sc.Scan() {
-		f := strings.SplitN(sc.Text(), ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		switch {
-		case f[0] == "0" && f[1] == "":
-			v2Path, haveV2 = f[2], true
-		case hasOption(f[1], "memory"):
-			v1Path, haveV1 = f[2], true
-		}
-	}
-	if err := sc.Err(); err != nil {
+	v1, v2Path, err := cg.ParseCgroupFromReaderUnified(cgroupFile)
+	if err != nil {
 		return nil, fmt.Errorf("read cgroup file: %w", err)
 	}
+	v1Path, haveV1 := v1["memory"]
+	haveV2 := v2Path != ""
 	var v2Dir string
-	sc = bufio.NewScanner(mountinfo)
+	sc := bufio.NewScanner(mountinfo)
 	for sc.Scan() {
 		m, err := parseMountLine(sc.Text())
 		if err != nil {

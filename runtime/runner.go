@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -51,11 +52,17 @@ func Main() int {
 	if err := closeInherited(reason); err != nil {
 		return fail("close inherited descriptors: %v", err)
 	}
-	deny, err := denylist(cfg.Cache)
+	// The mount table serves the guest's confinement and the memory
+	// budget both: read once.
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fail("the guest's file system confinement needs /proc mounted in the container: %v", err)
+	}
+	deny, err := denylist(mountinfo, cfg.Cache)
 	if err != nil {
 		return fail("%v", err)
 	}
-	env := runEnv{budget: newMemoryBudget()}
+	env := runEnv{budget: newMemoryBudget(mountinfo)}
 	if reason != nil {
 		env.reason = reason
 	}
@@ -115,15 +122,10 @@ func closeInherited(keep *os.File) error {
 }
 
 // denylist builds the guest's Denylist: the kernel interface file systems
-// of this mount namespace, the runner's own binary, the directory of the
+// of this mount namespace (mountinfo is its /proc/self/mountinfo), the runner's own binary, the directory of the
 // compiled code, if any, and the cgroup mount the shim added, if any.
-func denylist(cache string) (*Denylist, error) {
-	mi, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("the guest's file system confinement needs /proc mounted in the container: %w", err)
-	}
-	deny, err := NewDenylist(mi)
-	mi.Close()
+func denylist(mountinfo []byte, cache string) (*Denylist, error) {
+	deny, err := NewDenylist(bytes.NewReader(mountinfo))
 	if err != nil {
 		return nil, err
 	}
