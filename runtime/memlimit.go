@@ -107,9 +107,7 @@ func (b *memoryBudget) allow(n, need uint64) bool {
 	if !b.fits(need) {
 		return false
 	}
-	b.anon += n
-	b.committed += n
-	b.setGoLimit()
+	b.count(n)
 	return true
 }
 
@@ -143,6 +141,11 @@ func (b *memoryBudget) add(n uint64) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.count(n)
+}
+
+// count counts n bytes committed. Called with mu held.
+func (b *memoryBudget) count(n uint64) {
 	b.anon += n
 	b.committed += n
 	b.setGoLimit()

@@ -18,7 +18,7 @@ import (
 // it (memory.grow then returns -1) when the container's memory limit
 // would leave too little for the runner. The first allocation, the
 // module's declared minimum, is checked before instantiation instead
-// (checkInitialMemory): wazero cannot fail it.
+// (memoryBudget.checkInitial): wazero cannot fail it.
 type mmapAllocator struct {
 	budget *memoryBudget
 }
