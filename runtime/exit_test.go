@@ -228,6 +228,14 @@ var (
 // it as Run does in a container, with the dir as the guest's root.
 func runModule(t *testing.T, bin []byte, cfg Config, deny *Denylist, setup func(dir string)) (int, string, string) {
 	t.Helper()
+	status, stdout, stderr, _ := runModuleReason(t, bin, cfg, deny, setup)
+	return status, stdout, stderr
+}
+
+// runModuleReason is runModule, returning what the runner reported on its
+// reason pipe too.
+func runModuleReason(t *testing.T, bin []byte, cfg Config, deny *Denylist, setup func(dir string)) (int, string, string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "mod.wasm"), bin, 0o644); err != nil {
 		t.Fatal(err)
@@ -247,10 +255,10 @@ func runModule(t *testing.T, bin []byte, cfg Config, deny *Denylist, setup func(
 	if cfg.Func == "" {
 		cfg.Func = testEntryFunc
 	}
-	var stdout, stderr bytes.Buffer
-	status := Run(context.Background(), &cfg, NewConfinedFS(sysfs.DirFS(dir), deny),
-		Stdio{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr})
-	return status, stdout.String(), stderr.String()
+	var stdout, stderr, reason bytes.Buffer
+	status := run(context.Background(), &cfg, NewConfinedFS(sysfs.DirFS(dir), deny),
+		Stdio{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}, runEnv{reason: &reason})
+	return status, stdout.String(), stderr.String(), reason.String()
 }
 
 // testEntryFunc is what the shim puts in Config.Func by default.
@@ -294,9 +302,19 @@ func TestRunModules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			status, stdout, stderr := runModule(t, tt.bin, tt.cfg, nil, nil)
+			status, stdout, stderr, reason := runModuleReason(t, tt.bin, tt.cfg, nil, nil)
 			if status != tt.want {
 				t.Errorf("status = %d, want %d (stderr %q)", status, tt.want, stderr)
+			}
+			// The shim's log gets the runner's reports, never the guest's
+			// own output.
+			if failed := status == ExitTrap || status == ExitCannotRun; failed != (reason != "") || !strings.HasSuffix(stderr, reason) {
+				t.Errorf("reason %q (stderr %q), want the runner's report for status %d", reason, stderr, status)
+			}
+			for _, s := range tt.wantStderr {
+				if (status == ExitTrap || status == ExitCannotRun) && !strings.Contains(reason, s) {
+					t.Errorf("reason = %q, want it to contain %q", reason, s)
+				}
 			}
 			if stdout != tt.wantStdout {
 				t.Errorf("stdout = %q, want %q", stdout, tt.wantStdout)
