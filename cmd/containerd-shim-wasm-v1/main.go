@@ -8,8 +8,6 @@ import (
 	"context"
 	"os"
 
-	"github.com/containerd/containerd/v2/pkg/shim"
-
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 	wasmshim "github.com/containerd-shim-wasm/containerd-shim-wasm/shim"
 )
@@ -23,5 +21,5 @@ func main() {
 	case runtime.CompilerName:
 		os.Exit(runtime.CompileMain())
 	}
-	shim.RunShim(context.Background(), wasmshim.NewManager())
+	wasmshim.Run(context.Background())
 }
