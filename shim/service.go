@@ -9,6 +9,7 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	taskv2 "github.com/containerd/containerd/api/runtime/task/v2"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	runctask "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
@@ -63,9 +64,11 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		containers: newContainers()}, nil
 }
 
-// RegisterTTRPC registers the service on the shim's ttrpc server.
+// RegisterTTRPC registers the service on the shim's ttrpc server, as task
+// API v3 and, for containerd 1.7, v2 (see taskV2).
 func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 	taskAPI.RegisterTTRPCTaskService(server, s)
+	taskv2.RegisterTTRPCTaskService(server, taskV2{v3: s})
 	return nil
 }
 
