@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# build-containerd.sh VERSION DIR: build containerd, ctr and containerd's runc
+# shim of one containerd release into DIR, from the Go module proxy.
+#
+# `go install …@VERSION` refuses releases whose go.mod has exclude
+# directives (2.1 and older, 1.7), so the commands are built from a
+# throwaway module that requires that release.
+set -euo pipefail
+version=$1
+out=$2
+case $version in
+v1.*) mod=github.com/containerd/containerd ;;
+*) mod=github.com/containerd/containerd/v2 ;;
+esac
+go=${GO:-go}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$work"
+$go mod init containerd-build >/dev/null 2>&1
+cmds=("$mod/cmd/containerd" "$mod/cmd/ctr" "$mod/cmd/containerd-shim-runc-v2")
+$go get "${cmds[@]/%/@$version}" 2>&1 | grep -v '^go: \(downloading\|added\|upgraded\|finding\)' || true
+CGO_ENABLED=0 $go build -trimpath -o "$out/" "${cmds[@]}"
