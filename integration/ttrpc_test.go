@@ -21,21 +21,7 @@ import (
 func TestTaskAPIErrors(t *testing.T) {
 	b := startBackground(t, nil, "/probe.wasm", "sleep")
 	b.waitOutput(t, "sleeping")
-	bootstrap, err := os.ReadFile(filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "default", b.id, "bootstrap.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var params struct {
-		Address string `json:"address"`
-	}
-	if err := json.Unmarshal(bootstrap, &params); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.Dial("unix", strings.TrimPrefix(params.Address, "unix://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := ttrpc.NewClient(conn)
+	client := dialShim(t, b.id)
 	defer client.Close()
 	tasks := taskAPI.NewTTRPCTaskClient(client)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -47,7 +33,7 @@ func TestTaskAPIErrors(t *testing.T) {
 			t.Errorf("%s: error %v, want %s", name, err, want)
 		}
 	}
-	_, err = tasks.State(ctx, &taskAPI.StateRequest{ID: "no-such-task"})
+	_, err := tasks.State(ctx, &taskAPI.StateRequest{ID: "no-such-task"})
 	check("State of an unknown id", err, errdefs.IsNotFound, "NotFound")
 	_, err = tasks.Kill(ctx, &taskAPI.KillRequest{ID: "no-such-task", Signal: 15})
 	check("Kill of an unknown id", err, errdefs.IsNotFound, "NotFound")
@@ -73,4 +59,31 @@ func TestTaskAPIErrors(t *testing.T) {
 		t.Errorf("Connect: %v", err)
 	}
 	b.terminate(t)
+}
+
+// dialShim connects to the shim of task id as containerd does: at the
+// address of the bundle's bootstrap.json (containerd 2.x), or of its
+// address file (1.7).
+func dialShim(t *testing.T, id string) *ttrpc.Client {
+	t.Helper()
+	bundle := filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "default", id)
+	var address string
+	if bootstrap, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var params struct {
+			Address string `json:"address"`
+		}
+		if err := json.Unmarshal(bootstrap, &params); err != nil {
+			t.Fatal(err)
+		}
+		address = params.Address
+	} else if b, err := os.ReadFile(filepath.Join(bundle, "address")); err == nil {
+		address = string(b)
+	} else {
+		t.Fatalf("no bootstrap.json nor address file in the bundle: %v", err)
+	}
+	conn, err := net.Dial("unix", strings.TrimPrefix(address, "unix://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ttrpc.NewClient(conn)
 }
