@@ -54,35 +54,14 @@ func startCRI(t *testing.T) *criEnv {
 		t.Fatal(err)
 	}
 	// The handler "wasm" comes from the shipped drop-in, as on a node; only
-	// runc's state directory is the test's own.
-	config := fmt.Sprintf(`version = 3
-imports = [%q]
-root = %q
-state = %q
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = %q
-[plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["/usr/lib/cni"]
-    conf_dir = %q
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        Root = %q
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm.options]
-      Root = %q
-      CacheRoot = %q
-      CompileCgroup = %q
-`, filepath.Join(repoRoot(), "deploy", "containerd", "wasm.toml"), filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.address, c.address+".ttrpc",
-		pauseImage, cniConf, runcRoot, runcRoot, e.cacheRoot, e.compileCg)
+	// runc's state directory and the compile cache are the test's own.
+	config, err := e.release.criConfig(dir, c.address, criSettings{
+		pauseImage: pauseImage, cniConfDir: cniConf, runcRoot: runcRoot,
+		wasmOptions: []string{fmt.Sprintf("CacheRoot = %q", e.cacheRoot), fmt.Sprintf("CompileCgroup = %q", e.compileCg)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "containerd.toml")
 	os.WriteFile(cfgPath, []byte(config), 0o644)
 	containerd, err := tool("containerd")

@@ -23,15 +23,18 @@ type env struct {
 	bin       string // the shim's directory, first on containerd's PATH
 	shim      string // the shim binary
 	ctrBin    string
+	release   release // of containerd
 	address   string
 	runcRoot  string
-	optsFile  string // runtime options: runc's root, the compile cache and cgroup under dir
-	cacheRoot string // the compile cache
-	compileCg string // the compile helpers' parent cgroup
-	cmd       *exec.Cmd
-	logFile   *os.File
-	fixtures  string // built modules and programs
-	imageName string
+	optsFile  string    // runtime options: runc's root, the compile cache and cgroup under dir
+	cacheRoot string    // the compile cache
+	compileCg string    // the compile helpers' parent cgroup
+	cmd       *exec.Cmd // containerd, while it runs
+	// containerdArgs start containerd.
+	containerdArgs []string
+	logFile        *os.File
+	fixtures       string // built modules and programs
+	imageName      string
 }
 
 var e *env
@@ -45,6 +48,7 @@ func mainTest(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration tests need root")
 		return 1
 	}
+	selectMatrix()
 	var err error
 	e, err = start()
 	if err != nil {
@@ -69,15 +73,27 @@ func repoRoot() string {
 	return filepath.Dir(wd)
 }
 
-// tool finds a binary on PATH or in the repository's .tools/bin.
+// tool finds a binary: containerd's own (containerd, ctr,
+// containerd-shim-runc-v2) in $CONTAINERD_DIR when it is set (make sets it
+// to the containerd release under test), others in the repository's
+// .tools/bin, then on PATH.
 func tool(name string) (string, error) {
-	local := filepath.Join(repoRoot(), ".tools", "bin", name)
-	if _, err := os.Stat(local); err == nil {
-		return local, nil
+	dirs := []string{filepath.Join(repoRoot(), ".tools", "bin")}
+	if d := os.Getenv("CONTAINERD_DIR"); d != "" {
+		switch name {
+		case "containerd", "ctr", "containerd-shim-runc-v2":
+			dirs = []string{d}
+		}
+	}
+	for _, d := range dirs {
+		local := filepath.Join(d, name)
+		if _, err := os.Stat(local); err == nil {
+			return filepath.Abs(local)
+		}
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("%s not found on PATH nor in .tools/bin (run `make test`, which installs it): %w", name, err)
+		return "", fmt.Errorf("%s not found in %s nor on PATH (run `make test`, which installs it): %w", name, strings.Join(dirs, ", "), err)
 	}
 	return p, nil
 }
@@ -124,43 +140,63 @@ func start() (*env, error) {
 	if err := os.WriteFile(e.optsFile, []byte(e.runtimeOptions()), 0o644); err != nil {
 		return e, err
 	}
-	config := fmt.Sprintf(`version = 3
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), e.address, e.address+".ttrpc")
+	if e.release, err = containerdRelease(containerd); err != nil {
+		return e, err
+	}
 	cfgPath := filepath.Join(dir, "containerd.toml")
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(e.release.plainConfig(dir, e.address)), 0o644); err != nil {
 		return e, err
 	}
 	if e.logFile, err = os.Create(filepath.Join(dir, "containerd.log")); err != nil {
 		return e, err
 	}
-	e.cmd = exec.Command(containerd, "--config", cfgPath, "--log-level", "debug")
-	e.cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+os.Getenv("PATH"))
-	e.cmd.Stdout, e.cmd.Stderr = e.logFile, e.logFile
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := e.cmd.Start(); err != nil {
-		return e, fmt.Errorf("start containerd: %w", err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, _, err := e.ctr("version"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return e, fmt.Errorf("containerd did not come up; see %s", e.logFile.Name())
-		}
-		time.Sleep(100 * time.Millisecond)
+	e.containerdArgs = []string{containerd, "--config", cfgPath, "--log-level", "debug"}
+	if err := e.startContainerd(); err != nil {
+		return e, err
 	}
 	if err := e.buildImage(); err != nil {
 		return e, err
 	}
 	return e, nil
+}
+
+// startContainerd starts containerd and waits until it serves.
+func (e *env) startContainerd() error {
+	e.cmd = exec.Command(e.containerdArgs[0], e.containerdArgs[1:]...)
+	e.cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+os.Getenv("PATH"))
+	e.cmd.Stdout, e.cmd.Stderr = e.logFile, e.logFile
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := e.cmd.Start(); err != nil {
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, _, err := e.ctr("version"); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("containerd did not come up; see %s", e.logFile.Name())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stopContainerd ends containerd as its service manager would: SIGTERM,
+// then SIGKILL after 20 s. Shims and their containers go on.
+func (e *env) stopContainerd() {
+	if e.cmd == nil || e.cmd.Process == nil {
+		return
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { e.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		e.cmd.Process.Kill()
+		<-done
+	}
+	e.cmd = nil
 }
 
 // goBuild builds a package of this repository.
@@ -218,17 +254,7 @@ func (e *env) runtimeOptionsWith(cacheRoot, extra string) string {
 // tests left, reporting leaks as errors.
 func (e *env) stop() error {
 	var errs []error
-	if e.cmd != nil && e.cmd.Process != nil {
-		e.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { e.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			e.cmd.Process.Kill()
-			<-done
-		}
-	}
+	e.stopContainerd()
 	if pids := shimPids(e.shim); len(pids) > 0 {
 		errs = append(errs, fmt.Errorf("shim processes left running: %v", pids))
 		for _, pid := range pids {
