@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
@@ -127,11 +128,19 @@ func TestLegacyParams(t *testing.T) {
 
 func TestTaskAPIFor(t *testing.T) {
 	for v, want := range map[string]int{
-		"v2.2.9": 3, "v2.0.14": 3, "2.4.2": 3, "v2.1.4-k3s1": 3, "v3.0.0": 3,
-		"v1.7.35": 2, "1.6.38": 2, "": 2, "devel": 2,
+		"v2.2.9": 3, "v2.0.14": 3, "2.4.2+unknown": 3, "v2.1.4-k3s1": 3, "v3.0.0": 3,
+		"v1.7.35": 2, "1.7.0": 2, "": 2, "devel": 2,
+		"v1.6.38": 0, "1.5.0": 0, "v0.2.0": 0,
 	} {
-		if got := taskAPIFor(v); got != want {
-			t.Errorf("taskAPIFor(%q) = %d, want %d", v, got, want)
+		got, err := taskAPIFor(v)
+		if want == 0 {
+			if err == nil || !strings.Contains(err.Error(), "1.7 or newer") {
+				t.Errorf("taskAPIFor(%q) = %d, %v; want an error naming the minimum version", v, got, err)
+			}
+			continue
+		}
+		if got != want || err != nil {
+			t.Errorf("taskAPIFor(%q) = %d, %v; want %d", v, got, err, want)
 		}
 	}
 }
@@ -194,6 +203,7 @@ func TestLegacyStart(t *testing.T) {
 		{name: "containerd 2.0", version: "v2.0.14", want: 3},
 		{name: "containerd 1.7", version: "v1.7.35", want: 2},
 		{name: "no answer", noServer: true, want: 2},
+		{name: "containerd 1.6", version: "v1.6.38", want: 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := filepath.Join(t.TempDir(), "nothing.sock")
@@ -205,7 +215,14 @@ func TestLegacyStart(t *testing.T) {
 			m := &fakeManager{}
 			var out bytes.Buffer
 			inv := invocation{id: "abc", namespace: "k8s.io", address: addr, action: "start"}
-			if err := legacyStart(context.Background(), m, inv, anyOf(t, &runcoptions.Options{Root: "/r"}), &out); err != nil {
+			err := legacyStart(context.Background(), m, inv, anyOf(t, &runcoptions.Options{Root: "/r"}), &out)
+			if tt.want == 0 {
+				if err == nil || m.got != nil {
+					t.Fatalf("an unsupported containerd was served (%v); the manager started: %v", err, m.got != nil)
+				}
+				return
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			var reply map[string]any

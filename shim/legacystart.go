@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,8 +57,10 @@ func legacyStart(ctx context.Context, m shim.Shim, inv invocation, options []byt
 		return err
 	}
 	ctx = namespaces.WithNamespace(ctx, inv.namespace)
-	version := make(chan string, 1)
-	go func() { version <- containerdVersion(ctx, inv.address) }()
+	api, err := taskAPIFor(containerdVersion(ctx, inv.address))
+	if err != nil {
+		return err
+	}
 	res, err := m.Start(ctx, params)
 	if err != nil {
 		return err
@@ -71,7 +72,7 @@ func legacyStart(ctx context.Context, m shim.Shim, inv invocation, options []byt
 	if err := writeAddress(addressFile, res.GetAddress()); err != nil {
 		return err
 	}
-	b, err := json.Marshal(legacyReply{Version: taskAPIFor(<-version), Address: res.GetAddress(), Protocol: res.GetProtocol()})
+	b, err := json.Marshal(legacyReply{Version: api, Address: res.GetAddress(), Protocol: res.GetProtocol()})
 	if err != nil {
 		return fmt.Errorf("encode the bootstrap reply: %w", err)
 	}
@@ -144,12 +145,19 @@ func containerdVersion(ctx context.Context, address string) string {
 }
 
 // taskAPIFor is the task API version to offer a containerd of version v
-// ("v2.2.9", "1.7.35", "v2.1.4-k3s1"): 3 from containerd 2.0 on, 2 before
-// and when the version is unknown (every containerd speaks 2).
-func taskAPIFor(v string) int {
-	major, _, _ := strings.Cut(strings.TrimPrefix(v, "v"), ".")
-	if n, err := strconv.Atoi(major); err == nil && n >= 2 {
-		return taskAPIv3
+// ("v2.2.9", "1.7.35", "v2.1.4-k3s1"): 3 from containerd 2.0 on, 2 for 1.7
+// and when the version is unknown (every containerd from 1.7 on speaks 2).
+// Releases before 1.7 are refused.
+func taskAPIFor(v string) (int, error) {
+	var major, minor int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(v, "v"), "%d.%d", &major, &minor); err != nil {
+		return taskAPIv2, nil
 	}
-	return taskAPIv2
+	switch {
+	case major >= 2:
+		return taskAPIv3, nil
+	case major == 1 && minor >= 7:
+		return taskAPIv2, nil
+	}
+	return 0, fmt.Errorf("containerd %s is not supported: %s needs containerd 1.7 or newer (2.0 or newer recommended)", v, RuntimeName)
 }
