@@ -5,6 +5,7 @@
 #   make build  the shim and the image packer into bin/
 #   make lint   go vet and gofmt
 #   make bench  start-up, throughput and memory against native runc, into BENCHMARKS.md
+#   make bench-releases  start-up on every containerd release, printed
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -19,7 +20,7 @@ CONTAINERD_MATRIX  := v2.3.7 v2.2.9 v2.1.9 v2.0.14 v1.7.35
 CONTAINERD_ROOT    := $(CURDIR)/.tools/containerd
 export PATH := $(BIN):$(TOOLBIN):$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION):$(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps packages containerd demo test unit integration matrix lint clean bench
+.PHONY: all build deps packages containerd demo test unit integration matrix lint clean bench bench-releases
 
 all: build
 
@@ -82,6 +83,17 @@ bench: deps build $(TOOLBIN)/wazero
 	BENCH_OUT=$(CURDIR)/BENCHMARKS.md CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
 		$(GO) test -tags bench -count=1 -timeout 150m -run '^TestBench$$' -v ./integration/ 2>&1 | \
 		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
+
+# The benchmark's latency part on every containerd release, printed (the
+# ratios to each release's own runc shim are what compares): BENCHMARKS.md
+# quotes a run. BENCH_RUNS as for bench (default here 11).
+bench-releases: deps build $(TOOLBIN)/wazero
+	@for v in $(CONTAINERD_VERSION) $(CONTAINERD_MATRIX); do \
+		echo "== containerd $$v"; \
+		BENCH_ONLY=latency BENCH_RUNS=$${BENCH_RUNS:-11} CONTAINERD_DIR=$(CONTAINERD_ROOT)/$$v WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
+			$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBench$$' -v ./integration/ 2>&1 | \
+			grep -E 'median|FAIL|^ok|panic' || exit 1; \
+	done
 
 lint:
 	$(GO) vet ./...

@@ -163,7 +163,8 @@ func start() (*env, error) {
 // startContainerd starts containerd and waits until it serves.
 func (e *env) startContainerd() error {
 	e.cmd = exec.Command(e.containerdArgs[0], e.containerdArgs[1:]...)
-	e.cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+os.Getenv("PATH"))
+	// The shim first, then containerd's own runc shim of the same release.
+	e.cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+filepath.Dir(e.containerdArgs[0])+":"+os.Getenv("PATH"))
 	e.cmd.Stdout, e.cmd.Stderr = e.logFile, e.logFile
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
