@@ -2,7 +2,9 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,7 +39,7 @@ type service struct {
 	exits   *exitMapper
 	configs *configMonitor
 	execs   *pendingExecs
-	deletes *deleteEvents
+	events  *taskEvents
 	// containers are all of the shim's containers, Wasm or native.
 	containers *containers
 }
@@ -46,8 +48,8 @@ type service struct {
 // publisher.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
 	exits := &exitMapper{wasm: map[string]*wasmTask{}}
-	deletes := &deleteEvents{}
-	inner, err := runctask.NewTaskService(ctx, &mappingPublisher{Publisher: publisher, exits: exits, deletes: deletes}, sd)
+	evs := newTaskEvents()
+	inner, err := runctask.NewTaskService(ctx, &mappingPublisher{Publisher: publisher, exits: exits, events: evs}, sd)
 	if err != nil {
 		return nil, fmt.Errorf("create runc task service: %w", err)
 	}
@@ -58,9 +60,9 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	removeSocketsOnShutdown(sd)
 	// pkg/shim exits once the shutdown callbacks are done, without waiting
 	// for the runc task service to publish the events still queued: the
-	// last task's /tasks/delete was lost now and then. Wait for it.
-	sd.RegisterCallback(deletes.wait)
-	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, execs: &pendingExecs{files: map[string]func(){}}, deletes: deletes,
+	// last task's /tasks/exit or /tasks/delete was lost now and then.
+	sd.RegisterCallback(evs.wait)
+	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, execs: &pendingExecs{files: map[string]func(){}}, events: evs,
 		containers: newContainers()}, nil
 }
 
@@ -120,6 +122,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, err
 	}
 	s.exits.setPid(r.ID, resp.Pid)
+	s.events.created(r.ID)
 	fields := log.Fields{"kind": kind.String(), "prepare": prepared.Sub(start), "runc_create": time.Since(prepared)}
 	if wb != nil && wb.entry != nil {
 		fields["cache_hit"] = wb.entry.Hit
@@ -141,6 +144,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		log.G(ctx).WithError(err).Error("start failed")
 	} else {
+		if r.ExecID == "" {
+			s.events.started(r.ID)
+		}
 		log.G(ctx).WithField("runc_start", time.Since(start)).Debug("started")
 	}
 	return resp, err
@@ -177,36 +183,41 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	return resp, err
 }
 
-// Delete implements the task service.
+// Delete implements the task service. What it reports of a Wasm task is
+// taken before runc's task service queues the delete event, so that the
+// event going out first changes nothing.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	t := s.exits.get(r.ID)
 	if r.ExecID != "" {
-		if t := s.exits.get(r.ID); t != nil {
+		if t != nil {
 			defer s.execs.done(execPidFile(t.bundle, r.ExecID))
 		}
 	}
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err == nil && r.ExecID == "" {
-		if resp.ExitStatus != 0 {
-			log.G(s.logCtx(ctx, r.ID, "")).WithField("exit_status", s.exits.status(r.ID, resp.ExitStatus)).Info("deleted a failed task")
-		}
-		s.containers.deleted(r.ID)
-		if t := s.exits.get(r.ID); t != nil {
+		if t != nil {
+			resp.ExitStatus = MapExitStatus(resp.ExitStatus, t.signal)
 			s.execs.doneAll(t.bundle) // execs added and never started
 		}
-		s.deletes.deleted()
-		// The task is forgotten once its /tasks/delete event is out.
-		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
+		if resp.ExitStatus != 0 {
+			log.G(s.logCtx(ctx, r.ID, "")).WithField("exit_status", resp.ExitStatus).Info("deleted a failed task")
+		}
+		s.containers.deleted(r.ID)
+		if s.events.deleted(r.ID) && t != nil {
+			s.exits.remove(r.ID, t.pid)
+		}
 	}
 	return resp, err
 }
 
 // mappingPublisher rewrites the exit status in a Wasm task's /tasks/exit and
 // /tasks/delete events, as the service does in its responses, and forgets
-// the task after its delete event.
+// the task once both are out (they go out in either order: see
+// taskEvents).
 type mappingPublisher struct {
 	shim.Publisher
-	exits   *exitMapper
-	deletes *deleteEvents
+	exits  *exitMapper
+	events *taskEvents
 }
 
 func (p *mappingPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
@@ -214,15 +225,25 @@ func (p *mappingPublisher) Publish(ctx context.Context, topic string, event even
 	case *eventstypes.TaskExit:
 		if e.ID == e.ContainerID {
 			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
+			defer p.forget(e.ContainerID, e.Pid, p.events.exitPublished)
 		}
 	case *eventstypes.TaskDelete:
 		if e.ID == "" || e.ID == e.ContainerID {
 			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
-			defer p.exits.remove(e.ContainerID, e.Pid)
-			defer p.deletes.published()
+			defer p.forget(e.ContainerID, e.Pid, p.events.deletePublished)
 		}
 	}
+	// An event that could not be forwarded is queued to be sent again, or
+	// lost: either way nothing more can be done for it.
 	return p.Publisher.Publish(ctx, topic, event)
+}
+
+// forget records an event of container id's init as out, and forgets the
+// Wasm task once nothing more of it is awaited.
+func (p *mappingPublisher) forget(id string, pid uint32, published func(string) bool) {
+	if published(id) {
+		p.exits.remove(id, pid)
+	}
 }
 
 // wasmTask is what the shim remembers of a Wasm container.
@@ -355,67 +376,32 @@ func (p *pendingExecs) doneAll(bundle string) {
 	}
 }
 
-// deleteEvents counts deleted init tasks and their published /tasks/delete
-// events, so that shutdown can wait until every one is out.
-type deleteEvents struct {
-	mu      sync.Mutex
-	deletes int
-	events  int
-	changed chan struct{}
-}
-
-func (d *deleteEvents) deleted() { d.add(&d.deletes) }
-
-func (d *deleteEvents) published() { d.add(&d.events) }
-
-func (d *deleteEvents) add(n *int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	*n++
-	if d.changed != nil {
-		close(d.changed)
-		d.changed = nil
-	}
-}
-
-// wait returns once as many delete events are out as tasks were deleted,
-// or when ctx ends. It is a shutdown callback.
-func (d *deleteEvents) wait(ctx context.Context) error {
-	for {
-		d.mu.Lock()
-		if d.events >= d.deletes {
-			d.mu.Unlock()
-			return nil
-		}
-		if d.changed == nil {
-			d.changed = make(chan struct{})
-		}
-		changed := d.changed
-		d.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil // exit anyway: the events are lost, not the shim stuck
-		}
-	}
-}
-
 // removeSocketsOnShutdown removes the shim's own socket files when it shuts
-// down. runc's task service removes the one named in the bundle's "address"
-// file, which is not always there yet when the service starts: a grouped
-// shim whose group saw a failed Create left its socket behind. The server's
-// listening sockets are descriptors 3 (and 4 with debug logging), as
-// pkg/shim hands them over.
+// down. runc's task service removes the one named in the bundle's
+// "address" file if that file is there when the service starts (the front
+// end for containerd 1.7 to 2.2 writes it: see legacyStart); nothing else
+// would remove the others (a grouped shim whose group saw a failed Create
+// left its socket behind). The server's listening sockets are descriptors 3
+// (and 4 with debug logging), as pkg/shim hands them over. A socket gone
+// already is no error: an error of one shutdown callback cuts the others
+// short.
 func removeSocketsOnShutdown(sd shutdown.Service) {
+	var runcRemoves string
+	if address, err := shim.ReadAddress(addressFile); err == nil {
+		runcRemoves = strings.TrimPrefix(address, "unix://")
+	}
 	for _, fd := range []int{3, 4} {
 		sa, err := unix.Getsockname(fd)
 		if err != nil {
 			continue
 		}
-		if u, ok := sa.(*unix.SockaddrUnix); ok && strings.HasPrefix(u.Name, "/") {
+		if u, ok := sa.(*unix.SockaddrUnix); ok && strings.HasPrefix(u.Name, "/") && u.Name != runcRemoves {
 			path := u.Name
 			sd.RegisterCallback(func(context.Context) error {
-				return shim.RemoveSocket("unix://" + path)
+				if err := shim.RemoveSocket("unix://" + path); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+				return nil
 			})
 		}
 	}

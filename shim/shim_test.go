@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
@@ -152,37 +150,6 @@ func TestWrongStateError(t *testing.T) {
 	}
 	if wrongStateError(nil) != nil {
 		t.Error("nil became an error")
-	}
-}
-
-// TestDeleteEventsWait: shutdown waits until every deleted task's delete
-// event is out, and no longer than its context allows.
-func TestDeleteEventsWait(t *testing.T) {
-	d := &deleteEvents{}
-	if err := d.wait(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	d.deleted()
-	d.deleted()
-	done := make(chan struct{})
-	go func() { d.wait(context.Background()); close(done) }()
-	d.published()
-	select {
-	case <-done:
-		t.Fatal("wait returned with one delete event of two out")
-	case <-time.After(50 * time.Millisecond):
-	}
-	d.published()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("wait did not return once both events were out")
-	}
-	d.deleted()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if err := d.wait(ctx); err != nil {
-		t.Errorf("wait at the deadline: %v", err)
 	}
 }
 

@@ -191,15 +191,18 @@ func (p *recordingPublisher) Publish(_ context.Context, topic string, e events.E
 func (p *recordingPublisher) Close() error { return nil }
 
 // TestMappingPublisher checks the exit statuses in a Wasm task's events, and
-// that the task is forgotten after its delete event only.
+// that the task is forgotten once it is deleted and both its init's exit
+// and delete events are out, and not before.
 func TestMappingPublisher(t *testing.T) {
 	ctx := context.Background()
 	exits := &exitMapper{wasm: map[string]*wasmTask{}}
 	rec := &recordingPublisher{}
-	deletes := &deleteEvents{}
-	p := &mappingPublisher{Publisher: rec, exits: exits, deletes: deletes}
+	evs := newTaskEvents()
+	p := &mappingPublisher{Publisher: rec, exits: exits, events: evs}
 	exits.add("w", &wasmTask{})
 	exits.setPid("w", 100)
+	evs.created("w")
+	evs.started("w")
 	if _, ok := exits.killing("w", uint32(syscall.SIGTERM)); !ok {
 		t.Fatal("SIGTERM to a Wasm task not mapped")
 	}
@@ -233,6 +236,7 @@ func TestMappingPublisher(t *testing.T) {
 	if got := exits.status("w", 137); got != 143 {
 		t.Fatalf("task forgotten after an exec's delete event: status %d", got)
 	}
+	evs.deleted("w") // as Delete does
 	del := &eventstypes.TaskDelete{ContainerID: "w", Pid: 100, ExitStatus: 137}
 	publish("/tasks/delete", del)
 	if del.ExitStatus != 143 {
