@@ -49,6 +49,7 @@ func mainTest(m *testing.M) int {
 		return 1
 	}
 	selectMatrix()
+	sockets := shimSockets()
 	var err error
 	e, err = start()
 	if err != nil {
@@ -59,7 +60,11 @@ func mainTest(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
-	if err := e.stop(); err != nil {
+	err = e.stop()
+	if left := newSockets(sockets); len(left) > 0 {
+		err = errors.Join(err, fmt.Errorf("shim sockets left in %s: %v", shimSocketDir, left))
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "integration: teardown: %v\n", err)
 		if code == 0 {
 			code = 1
@@ -292,6 +297,31 @@ func (e *env) stop() error {
 		os.RemoveAll(e.dir)
 	}
 	return nil
+}
+
+// shimSocketDir is where shims started by containerd before 2.3 make their
+// sockets (2.3 and newer name a directory under their state directory).
+const shimSocketDir = "/run/containerd/s"
+
+// shimSockets lists the sockets in shimSocketDir.
+func shimSockets() map[string]bool {
+	out := map[string]bool{}
+	ents, _ := os.ReadDir(shimSocketDir)
+	for _, ent := range ents {
+		out[ent.Name()] = true
+	}
+	return out
+}
+
+// newSockets lists the sockets in shimSocketDir that were not in before.
+func newSockets(before map[string]bool) []string {
+	var out []string
+	for name := range shimSockets() {
+		if !before[name] {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // pids lists the running processes for which match, given a /proc/PID
