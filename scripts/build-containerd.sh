@@ -20,5 +20,9 @@ out=$(cd "$out" && pwd)
 cd "$work"
 $go mod init containerd-build >/dev/null 2>&1
 cmds=("$mod/cmd/containerd" "$mod/cmd/ctr" "$mod/cmd/containerd-shim-runc-v2")
-$go get "${cmds[@]/%/@$version}" 2>&1 | grep -v '^go: \(downloading\|added\|upgraded\|finding\)' || true
-CGO_ENABLED=0 $go build -trimpath -o "$out/" "${cmds[@]}"
+if ! log=$($go get "${cmds[@]/%/@$version}" 2>&1); then
+	echo "$log" >&2
+	exit 1
+fi
+# Without symbol tables and DWARF: about 7% faster to link, 30% smaller.
+CGO_ENABLED=0 $go build -trimpath -ldflags="-s -w" -o "$out/" "${cmds[@]}"
