@@ -98,7 +98,7 @@ func tool(name string) (string, error) {
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("%s not found in %s nor on PATH (run `make test`, which installs it): %w", name, strings.Join(dirs, ", "), err)
+		return "", fmt.Errorf("%s not found in %s nor on PATH (run `make test`, which installs it, or set CONTAINERD_DIR to a containerd release's directory): %w", name, strings.Join(dirs, ", "), err)
 	}
 	return p, nil
 }
@@ -280,17 +280,21 @@ func (e *env) stop() error {
 	if pins, _ := os.ReadDir(filepath.Join(e.cacheRoot, "v1", "pins")); len(pins) > 0 {
 		errs = append(errs, fmt.Errorf("compile cache pins left: %d", len(pins)))
 	}
-	for _, d := range cgroups.Dirs(cgroups.Root, e.compileCg) {
-		if sub, _ := filepath.Glob(filepath.Join(d, "*", "cgroup.procs")); len(sub) > 0 {
-			errs = append(errs, fmt.Errorf("compile helper cgroups left: %v", sub))
+	if e.compileCg != "" { // set once start got that far
+		for _, d := range cgroups.Dirs(cgroups.Root, e.compileCg) {
+			if sub, _ := filepath.Glob(filepath.Join(d, "*", "cgroup.procs")); len(sub) > 0 {
+				errs = append(errs, fmt.Errorf("compile helper cgroups left: %v", sub))
+			}
+			os.Remove(d)
 		}
-		os.Remove(d)
 	}
 	if e.logFile != nil {
 		e.logFile.Close()
+		if len(errs) > 0 {
+			errs = append(errs, fmt.Errorf("containerd log kept in %s", e.logFile.Name()))
+		}
 	}
 	if len(errs) > 0 {
-		errs = append(errs, fmt.Errorf("containerd log kept in %s", e.logFile.Name()))
 		return errors.Join(errs...)
 	}
 	if os.Getenv("KEEP_TEST_DIR") == "" {
