@@ -1,5 +1,6 @@
 // Package shim is the containerd-facing side of containerd-shim-wasm: the
-// bootstrap (start, delete, -info), the task service v3 and its events.
+// bootstrap (start, delete, -info) for containerd 1.7 to 2.4 (see Run), the
+// task service v3 (also served as v2, for containerd 1.7) and its events.
 //
 // Container lifecycle, stdio, exits and events are containerd's runc shim's
 // own (its manager, task service, process and runc packages): every
