@@ -19,6 +19,8 @@ CONTAINERD_VERSION := v2.4.2
 CONTAINERD_MATRIX  := v2.3.7 v2.2.9 v2.1.9 v2.0.14 v1.7.35
 CONTAINERD_ROOT    := $(CURDIR)/.tools/containerd
 export PATH := $(BIN):$(TOOLBIN):$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION):$(PATH):/usr/sbin:/sbin
+# The environment of the integration tests on containerd release $(1).
+it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1
 
 .PHONY: all build deps packages containerd demo test unit integration matrix lint clean bench bench-releases
 
@@ -65,22 +67,20 @@ unit:
 
 # The whole integration suite on the primary containerd release.
 integration:
-	CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
-		$(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | \
+	$(call it_env,$(CONTAINERD_VERSION)) $(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | \
 		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 # The matrix subset on every other containerd release.
 matrix:
 	@for v in $(CONTAINERD_MATRIX); do \
 		echo "== integration tests on containerd $$v (matrix subset)"; \
-		INTEGRATION_MATRIX=1 CONTAINERD_DIR=$(CONTAINERD_ROOT)/$$v WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
-			$(GO) test -count=1 -timeout 20m ./integration/ || exit 1; \
+		INTEGRATION_MATRIX=1 $(call it_env,$$v) $(GO) test -count=1 -timeout 20m ./integration/ || exit 1; \
 	done
 
 # A benchmark, not a test: it never fails on speed. BENCH_RUNS and
 # BENCH_TASKS scale it down (see integration/bench_test.go).
 bench: deps build $(TOOLBIN)/wazero
-	BENCH_OUT=$(CURDIR)/BENCHMARKS.md CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
+	BENCH_OUT=$(CURDIR)/BENCHMARKS.md $(call it_env,$(CONTAINERD_VERSION)) \
 		$(GO) test -tags bench -count=1 -timeout 150m -run '^TestBench$$' -v ./integration/ 2>&1 | \
 		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
@@ -90,7 +90,7 @@ bench: deps build $(TOOLBIN)/wazero
 bench-releases: deps build $(TOOLBIN)/wazero
 	@for v in $(CONTAINERD_VERSION) $(CONTAINERD_MATRIX); do \
 		echo "== containerd $$v"; \
-		BENCH_ONLY=latency BENCH_RUNS=$${BENCH_RUNS:-11} CONTAINERD_DIR=$(CONTAINERD_ROOT)/$$v WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 \
+		BENCH_ONLY=latency BENCH_RUNS=$${BENCH_RUNS:-11} $(call it_env,$$v) \
 			$(GO) test -tags bench -count=1 -timeout 60m -run '^TestBench$$' -v ./integration/ 2>&1 | \
 			grep -E 'median|FAIL|^ok|panic' || exit 1; \
 	done

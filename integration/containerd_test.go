@@ -14,7 +14,7 @@ import (
 )
 
 // release is the containerd release the tests run against: the one in
-// $CONTAINERD_DIR (see tool), 2.4 unless make runs the version matrix.
+// containerdDir, 2.4 unless make runs the version matrix.
 type release struct {
 	major, minor int
 	text         string // as `containerd --version` prints it
@@ -37,8 +37,6 @@ func containerdRelease(bin string) (release, error) {
 	}
 	return r, nil
 }
-
-func (r release) String() string { return "containerd " + r.text }
 
 // atLeast tells whether the release is major.minor or newer.
 func (r release) atLeast(major, minor int) bool {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -79,14 +80,14 @@ func repoRoot() string {
 }
 
 // tool finds a binary: containerd's own (containerd, ctr,
-// containerd-shim-runc-v2) in $CONTAINERD_DIR when it is set (make sets it
-// to the containerd release under test), others in the repository's
-// .tools/bin, then on PATH.
+// containerd-shim-runc-v2) in the directory of the containerd release under
+// test (see containerdDir), others in the repository's .tools/bin; then on
+// PATH.
 func tool(name string) (string, error) {
 	dirs := []string{filepath.Join(repoRoot(), ".tools", "bin")}
-	if d := os.Getenv("CONTAINERD_DIR"); d != "" {
-		switch name {
-		case "containerd", "ctr", "containerd-shim-runc-v2":
+	switch name {
+	case "containerd", "ctr", "containerd-shim-runc-v2":
+		if d := containerdDir(); d != "" {
 			dirs = []string{d}
 		}
 	}
@@ -101,6 +102,25 @@ func tool(name string) (string, error) {
 		return "", fmt.Errorf("%s not found in %s nor on PATH (run `make test`, which installs it, or set CONTAINERD_DIR to a containerd release's directory): %w", name, strings.Join(dirs, ", "), err)
 	}
 	return p, nil
+}
+
+// containerdDir is the directory of the containerd release under test:
+// $CONTAINERD_DIR (make sets it), else the newest release that make built
+// into .tools/containerd/VERSION; "" if there is none.
+func containerdDir() string {
+	if d := os.Getenv("CONTAINERD_DIR"); d != "" {
+		return d
+	}
+	built, _ := filepath.Glob(filepath.Join(repoRoot(), ".tools", "containerd", "v*", ".built"))
+	var newest string
+	var newestV [3]int
+	for _, b := range built {
+		var v [3]int
+		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(b)), "v%d.%d.%d", &v[0], &v[1], &v[2]); err == nil && (newest == "" || slices.Compare(v[:], newestV[:]) > 0) {
+			newest, newestV = filepath.Dir(b), v
+		}
+	}
+	return newest
 }
 
 func start() (*env, error) {

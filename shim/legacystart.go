@@ -36,7 +36,8 @@ const (
 const versionProbeTimeout = 5 * time.Second
 
 // legacyReply is the JSON bootstrap reply containerd 1.7 to 2.2 read from
-// `start` (containerd 2.3 and newer read it too).
+// `start` (containerd 2.3 and newer read it too): the format of pkg/shim's
+// BootstrapParams, deprecated there.
 type legacyReply struct {
 	Version  int    `json:"version"`
 	Address  string `json:"address"`
