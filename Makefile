@@ -27,8 +27,8 @@ it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/containerd-shim-wasm-v1 ./cmd/containerd-shim-wasm-v1
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/wasm-image ./cmd/wasm-image
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/containerd-shim-wasm-v1 ./cmd/containerd-shim-wasm-v1
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/wasm-image ./cmd/wasm-image
 
 deps: packages containerd
 

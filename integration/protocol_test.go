@@ -137,25 +137,21 @@ func TestInfo(t *testing.T) {
 }
 
 // TestDeleteAction: `delete`, which containerd runs after every task (and
-// whose status it reports when the shim is gone), is idempotent and maps a
-// killed Wasm task's status as the running shim does.
+// whose status it reports when the shim is gone), is idempotent and
+// reports runc's shim's status: the shim that knew more is gone.
 func TestDeleteAction(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "default")
 	for _, tt := range []struct {
-		name, signal string
-		want         uint32
+		name string
+		want uint32
 	}{
-		{"native or unkilled", "", 137},
-		{"Wasm task sent SIGTERM", "15", 143},
+		{"del", 137},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			bundle := filepath.Join(dir, "del-"+tt.signal)
+			bundle := filepath.Join(dir, tt.name)
 			os.MkdirAll(bundle, 0o755)
 			os.WriteFile(filepath.Join(bundle, "options.json"), []byte(fmt.Sprintf(`{"root":%q}`, e.runcRoot)), 0o644)
 			os.WriteFile(filepath.Join(bundle, "exit.json"), []byte(`{"Timestamp":"2026-01-02T03:04:05Z","Pid":4242,"Status":137}`), 0o644)
-			if tt.signal != "" {
-				os.WriteFile(filepath.Join(bundle, "wasm-kill-signal"), []byte(tt.signal), 0o600)
-			}
 			for i := 0; i < 2; i++ { // containerd may run it more than once
 				cmd := exec.Command(e.shim, "-namespace", "default", "-id", filepath.Base(bundle), "-address", e.address, "delete")
 				cmd.Dir = bundle

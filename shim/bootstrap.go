@@ -27,10 +27,15 @@ const maxBootstrapInput = 10 << 20
 // thin front end of ours (legacyStart) answers them with the same manager.
 // What is on standard input decides, as pkg/shim itself decides it; nothing
 // is for the user to set. The long-running server, `delete` and `-info` are
-// the same for every version.
+// the same for every version. -v and -version print the shim's own
+// version (pkg/shim would print containerd's).
 func Run(ctx context.Context) {
 	m := NewManager()
 	inv, ok := parseInvocation(os.Args[1:])
+	if ok && inv.version {
+		readBuildVersion().write(os.Stdout, os.Args[0])
+		return
+	}
 	if !ok || inv.action != "start" {
 		shim.RunShim(ctx, m)
 		return
@@ -64,6 +69,8 @@ type invocation struct {
 	// address is containerd's gRPC socket.
 	address string
 	debug   bool
+	// version asks for the shim's version (-v, -version).
+	version bool
 	// action is "start", "delete" or "" (the long-running server, -info,
 	// -version).
 	action string
@@ -76,8 +83,8 @@ func parseInvocation(args []string) (invocation, bool) {
 	fs := flag.NewFlagSet("containerd-shim-wasm-v1", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.BoolVar(&inv.debug, "debug", false, "")
-	fs.Bool("v", false, "")
-	fs.Bool("version", false, "")
+	fs.BoolVar(&inv.version, "v", false, "")
+	fs.BoolVar(&inv.version, "version", false, "")
 	fs.Bool("info", false, "")
 	fs.StringVar(&inv.namespace, "namespace", "", "")
 	fs.StringVar(&inv.id, "id", "", "")

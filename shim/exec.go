@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
@@ -28,16 +27,16 @@ import (
 // entry if it is the same module, and compiles it otherwise. A native
 // program, and any exec in a native container, is run as it is.
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
-	ctx = s.logCtx(ctx, r.ID, r.ExecID)
-	t := s.exits.get(r.ID)
-	if t == nil {
-		if err := checkNativeExec(s.containers.bundle(r.ID), r.Spec); err != nil {
+	ctx = s.containers.logCtx(ctx, r.ID, r.ExecID)
+	c, ok := s.containers.get(r.ID)
+	if !ok || c.wasm == nil {
+		if err := checkNativeExec(c.bundle, r.Spec); err != nil {
 			log.G(ctx).WithError(err).Error("exec failed")
 			return nil, errgrpc.ToGRPC(err)
 		}
 		return s.TTRPCTaskService.Exec(ctx, r)
 	}
-	proc, cfg, err := prepareExec(ctx, t, r.Spec)
+	proc, cfg, err := prepareExec(ctx, &c, r.Spec)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("exec failed")
 		return nil, errgrpc.ToGRPC(err)
@@ -49,8 +48,16 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("encode exec process: %w", err))
 	}
-	rf, err := newRunnerFiles(cfg)
+	rf, err := newRunnerFiles(cfg, log.G(ctx))
 	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	// runc runs the process on Start; the descriptors wait for it until
+	// then, or until the exec is deleted unstarted.
+	replaced, err := s.containers.addExec(r.ID, r.ExecID, rf)
+	handOver(replaced)
+	if err != nil {
+		rf.handedOver()
 		return nil, errgrpc.ToGRPC(err)
 	}
 	rewritten := &taskAPI.ExecProcessRequest{
@@ -59,15 +66,9 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	}
 	resp, err := s.TTRPCTaskService.Exec(ctx, rewritten)
 	if err != nil {
-		rf.handedOver(log.G(ctx))
+		handOver(s.containers.execDone(r.ID, r.ExecID))
 		return nil, err
 	}
-	// runc runs the process on Start; the files wait for it until then,
-	// or until the exec is deleted unstarted.
-	pidFile := execPidFile(t.bundle, r.ExecID)
-	unregister := s.configs.register(pidFile, rf.files()...)
-	logger := log.G(ctx)
-	s.execs.add(pidFile, func() { unregister(); rf.handedOver(logger) })
 	return resp, nil
 }
 
@@ -109,17 +110,17 @@ func decodeProcess(a *anypb.Any) (*specs.Process, error) {
 // prepareExec decodes an exec's process and, if it runs a Wasm module,
 // returns it rewritten to start the runner, and the runner's
 // configuration; a nil configuration if it is to run as it is.
-func prepareExec(ctx context.Context, t *wasmTask, a *anypb.Any) (*specs.Process, *runtime.Config, error) {
+func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Process, *runtime.Config, error) {
 	proc, err := decodeProcess(a)
 	if err != nil {
 		return nil, nil, err
 	}
-	spec, err := oci.ReadSpec(t.bundle)
+	spec, err := oci.ReadSpec(c.bundle)
 	if err != nil {
 		return nil, nil, err
 	}
 	spec.Process = proc
-	ep, err := oci.Detect(t.bundle, spec)
+	ep, err := oci.Detect(c.bundle, spec)
 	if err != nil {
 		if errors.Is(err, oci.ErrBadEntrypoint) {
 			return nil, nil, fmt.Errorf("exec: %w: %w", err, errdefs.ErrInvalidArgument)
@@ -129,7 +130,7 @@ func prepareExec(ctx context.Context, t *wasmTask, a *anypb.Any) (*specs.Process
 	if ep.Kind != oci.Wasm {
 		return nil, nil, nil
 	}
-	entry, err := compiledModule(ctx, t.opts, ep)
+	entry, err := compiledModule(ctx, c.wasm.opts, ep)
 	if err != nil {
 		return nil, nil, fmt.Errorf("exec: %w", err)
 	}
@@ -140,20 +141,13 @@ func prepareExec(ctx context.Context, t *wasmTask, a *anypb.Any) (*specs.Process
 	if err != nil {
 		return nil, nil, fmt.Errorf("exec: %w", err)
 	}
-	cfg.Trace = t.opts.Trace
+	cfg.Trace = c.wasm.opts.Trace
 	// The container has its own module's compiled code mounted; another
 	// module's cannot be mounted into a running container, so the runner
 	// compiles that one (the node's cache has it for the next container).
-	if entry != nil && entry.Name == t.entryName {
+	if entry != nil && entry.Name == c.wasm.entryName {
 		cfg.Cache = runtime.CachePath
 	}
 	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "cached": cfg.Cache != ""}).Debug("wasm exec")
 	return proc, cfg, nil
-}
-
-// execPidFile is where runc's task service has `runc exec` write an
-// exec's pid: the key by which the config monitor and the pending execs
-// know the exec.
-func execPidFile(bundle, execID string) string {
-	return filepath.Join(bundle, execID+".pid")
 }

@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/containerd/containerd/api/types"
 	runcmanager "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/manager"
 	"github.com/containerd/containerd/v2/pkg/shim"
-	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -24,9 +21,11 @@ const RuntimeName = "io.containerd.wasm.v1"
 
 // manager is the shim's bootstrap: start (one long-running shim per pod,
 // grouped by the sandbox id, as the runc shim does), delete (runc delete
-// --force and unmount the rootfs, from what the bundle recorded) and -info
-// (runc's features, as CRI asks for them). Only the runtime options differ
-// from runc's: they are translated before runc's manager reads them.
+// --force and unmount the rootfs, from what the bundle recorded; its exit
+// status is runc's shim's, 128+SIGKILL, for the shim that knew more is
+// gone) and -info (runc's features, as CRI asks for them). Only the
+// runtime options differ from runc's: they are translated before runc's
+// manager reads them.
 type manager struct {
 	shim.Shim
 }
@@ -34,25 +33,6 @@ type manager struct {
 // NewManager returns the shim's bootstrap for RuntimeName.
 func NewManager() shim.Shim {
 	return manager{Shim: runcmanager.NewShimManager(RuntimeName)}
-}
-
-// Stop implements shim.Shim (the `delete` action): runc's, with the exit
-// status of a killed Wasm task mapped as the service maps it.
-func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
-	st, err := m.Shim.Stop(ctx, id)
-	if err != nil {
-		return st, err
-	}
-	cwd, err := os.Getwd()
-	if err != nil {
-		return st, nil
-	}
-	sig, err := readKillSignal(filepath.Join(filepath.Dir(cwd), id))
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("read the kill signal from the bundle")
-	}
-	st.ExitStatus = int(MapExitStatus(uint32(st.ExitStatus), sig))
-	return st, nil
 }
 
 // Info implements shim.Shim: it answers as runc's shim would for the runc
@@ -87,5 +67,6 @@ func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeIn
 		return nil, errors.New("runc manager returned no runtime info")
 	}
 	info.Name = RuntimeName
+	readBuildVersion().setInfo(info)
 	return info, nil
 }

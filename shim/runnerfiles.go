@@ -37,10 +37,12 @@ func sealedFile(name string, data []byte) (*os.File, error) {
 // failed (read by the shim until the runner exits).
 type runnerFiles struct {
 	config, reasonW, reasonR *os.File
+	// logger logs the runner's reasons, with its container's fields.
+	logger *log.Entry
 }
 
 // newRunnerFiles makes a runner's configuration file and reason pipe.
-func newRunnerFiles(cfg *runtime.Config) (*runnerFiles, error) {
+func newRunnerFiles(cfg *runtime.Config, logger *log.Entry) (*runnerFiles, error) {
 	var buf bytes.Buffer
 	if err := cfg.Encode(&buf); err != nil {
 		return nil, fmt.Errorf("encode runner config: %w", err)
@@ -54,16 +56,16 @@ func newRunnerFiles(cfg *runtime.Config) (*runnerFiles, error) {
 		f.Close()
 		return nil, fmt.Errorf("reason pipe: %w", err)
 	}
-	return &runnerFiles{config: f, reasonW: w, reasonR: r}, nil
+	return &runnerFiles{config: f, reasonW: w, reasonR: r, logger: logger}, nil
 }
 
 // files are the descriptors to preserve, in the runner's order.
 func (f *runnerFiles) files() []*os.File { return []*os.File{f.config, f.reasonW} }
 
 // handedOver closes the shim's copies of what runc has passed on (or
-// failed to), and logs what the runner reports on the reason pipe, with
-// logger's fields, until the runner exits.
-func (f *runnerFiles) handedOver(logger *log.Entry) {
+// failed to, or never will), and logs what the runner reports on the
+// reason pipe until the runner exits (at once if it never ran).
+func (f *runnerFiles) handedOver() {
 	f.config.Close()
 	f.reasonW.Close()
 	go func() {
@@ -71,10 +73,19 @@ func (f *runnerFiles) handedOver(logger *log.Entry) {
 		b, _ := io.ReadAll(io.LimitReader(f.reasonR, maxReason))
 		io.Copy(io.Discard, f.reasonR)
 		if msg := strings.TrimSpace(string(b)); msg != "" {
-			logger.WithField("reason", msg).Error("wasm guest failed")
+			f.logger.WithField("reason", msg).Error("wasm guest failed")
 		}
 	}()
 }
 
 // maxReason bounds what is logged of a runner's reasons.
 const maxReason = 4096
+
+// handOver calls handedOver on each of files.
+func handOver(files ...*runnerFiles) {
+	for _, f := range files {
+		if f != nil {
+			f.handedOver()
+		}
+	}
+}

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -32,38 +30,41 @@ import (
 
 // service is the task service v3. It delegates to containerd's runc task
 // service for the container lifecycle and adds what is Wasm-specific:
-// preparing Wasm containers on Create, and the kill-signal mapping on Kill
-// and in every exit status it reports.
+// preparing Wasm containers on Create and Exec, and the kill-signal
+// mapping on Kill and in every exit status it reports. What it knows of
+// each container is one record in containers.
 type service struct {
 	taskAPI.TTRPCTaskService
-	exits   *exitMapper
-	configs *configMonitor
-	execs   *pendingExecs
-	events  *taskEvents
-	// containers are all of the shim's containers, Wasm or native.
 	containers *containers
+	// unusable is why the shim's binary cannot run as the Wasm runner
+	// (see checkRunnerBinary), nil if it can. Every Create then fails
+	// with it: a shim that runs native containers alone would leave the
+	// broken install unnoticed until the first Wasm container.
+	unusable error
 }
 
 // NewTaskService returns the task service, publishing events through
 // publisher.
 func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
-	exits := &exitMapper{wasm: map[string]*wasmTask{}}
-	evs := newTaskEvents()
-	inner, err := runctask.NewTaskService(ctx, &mappingPublisher{Publisher: publisher, exits: exits, events: evs}, sd)
+	cs := newContainers()
+	inner, err := runctask.NewTaskService(ctx, &statusPublisher{Publisher: publisher, containers: cs}, sd)
 	if err != nil {
 		return nil, fmt.Errorf("create runc task service: %w", err)
 	}
 	// The runc task service has set go-runc's monitor to the shim's reaper;
-	// wrap it so that `runc create` can hand the runner its configuration.
-	configs := newConfigMonitor(runc.Monitor)
-	runc.Monitor = configs
+	// wrap it so that `runc create` and `runc exec` can hand a runner its
+	// descriptors.
+	runc.Monitor = &fdMonitor{ProcessMonitor: runc.Monitor, lookup: cs.runnerFiles}
 	removeSocketsOnShutdown(sd)
 	// pkg/shim exits once the shutdown callbacks are done, without waiting
 	// for the runc task service to publish the events still queued: the
 	// last task's /tasks/exit or /tasks/delete was lost now and then.
-	sd.RegisterCallback(evs.wait)
-	return &service{TTRPCTaskService: inner, exits: exits, configs: configs, execs: &pendingExecs{files: map[string]func(){}}, events: evs,
-		containers: newContainers()}, nil
+	sd.RegisterCallback(cs.wait)
+	unusable := checkRunnerBinary()
+	if unusable != nil {
+		log.G(ctx).WithError(unusable).Error("every Create will fail")
+	}
+	return &service{TTRPCTaskService: inner, containers: cs, unusable: unusable}, nil
 }
 
 // RegisterTTRPC registers the service on the shim's ttrpc server, as task
@@ -75,8 +76,18 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 }
 
 // Create prepares the bundle (for a Wasm entrypoint: the runner and its
-// configuration) and has runc create the container.
-func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+// configuration) and has runc create the container. A Create that fails
+// leaves no record behind.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	ctx = s.containers.logCtx(ctx, r.ID, "")
+	defer func() {
+		if retErr != nil {
+			log.G(ctx).WithError(retErr).Error("create failed")
+		}
+	}()
+	if s.unusable != nil {
+		return nil, errgrpc.ToGRPC(s.unusable)
+	}
 	opts, ropts, err := parseOptions(r.Options)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -87,45 +98,48 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	start := time.Now()
 	spec, err := oci.ReadSpec(r.Bundle)
 	if err != nil {
-		err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		log.G(s.logCtx(ctx, r.ID, "")).WithError(err).Error("create failed")
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument))
+	}
+	c := &container{id: r.ID, bundle: r.Bundle, sandbox: spec.Annotations[sandboxAnnotation]}
+	if err := s.containers.add(c); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	s.containers.created(r.ID, r.Bundle, spec)
-	ctx = s.logCtx(ctx, r.ID, "")
-	kind, wb, err := prepareBundle(ctx, opts, r, spec)
-	if err != nil {
-		log.G(ctx).WithError(err).Error("create failed")
-		return nil, errgrpc.ToGRPC(err)
-	}
-	prepared := time.Now()
-	if kind == oci.Wasm {
-		if wb.entry != nil {
-			defer wb.entry.Release() // runc create has mounted it, or failed
+	ctx = s.containers.logCtx(ctx, r.ID, "")
+	created := false
+	defer func() {
+		if !created {
+			handOver(s.containers.abandon(r.ID)...)
 		}
-		rf, err := newRunnerFiles(wb.config)
+	}()
+	kind, prepared, err := prepareBundle(ctx, opts, r, spec)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	preparedAt := time.Now()
+	if kind == oci.Wasm {
+		if prepared.entry != nil {
+			defer prepared.entry.Release() // runc create has mounted it, or failed
+		}
+		rf, err := newRunnerFiles(prepared.config, log.G(ctx))
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
-		defer rf.handedOver(log.G(ctx))
-		defer s.configs.register(r.Bundle, rf.files()...)()
-		t := &wasmTask{bundle: r.Bundle, opts: opts}
-		if wb.entry != nil {
-			t.entryName = wb.entry.Name
+		w := &wasmContainer{opts: opts, init: rf}
+		if prepared.entry != nil {
+			w.entryName = prepared.entry.Name
 		}
-		s.exits.add(r.ID, t)
+		s.containers.setWasm(r.ID, w)
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
+	handOver(s.containers.createReturned(r.ID))
 	if err != nil {
-		s.exits.remove(r.ID, 0)
-		log.G(ctx).WithError(err).Error("create failed")
 		return nil, err
 	}
-	s.exits.setPid(r.ID, resp.Pid)
-	s.events.created(r.ID)
-	fields := log.Fields{"kind": kind.String(), "prepare": prepared.Sub(start), "runc_create": time.Since(prepared)}
-	if wb != nil && wb.entry != nil {
-		fields["cache_hit"] = wb.entry.Hit
+	created = true
+	s.containers.created(r.ID, resp.Pid)
+	fields := log.Fields{"kind": kind.String(), "prepare": preparedAt.Sub(start), "runc_create": time.Since(preparedAt)}
+	if prepared != nil && prepared.entry != nil {
+		fields["cache_hit"] = prepared.entry.Hit
 	}
 	log.G(ctx).WithFields(fields).Debug("created")
 	return resp, nil
@@ -134,22 +148,21 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 // Start implements the task service.
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	if r.ExecID != "" {
-		if t := s.exits.get(r.ID); t != nil {
-			defer s.execs.done(execPidFile(t.bundle, r.ExecID))
-		}
+		// `runc exec` runs now: its runner's descriptors are passed on.
+		defer func() { handOver(s.containers.execDone(r.ID, r.ExecID)) }()
 	}
-	ctx = s.logCtx(ctx, r.ID, r.ExecID)
+	ctx = s.containers.logCtx(ctx, r.ID, r.ExecID)
 	start := time.Now()
 	resp, err := s.TTRPCTaskService.Start(ctx, r)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("start failed")
-	} else {
-		if r.ExecID == "" {
-			s.events.started(r.ID)
-		}
-		log.G(ctx).WithField("runc_start", time.Since(start)).Debug("started")
+		return resp, err
 	}
-	return resp, err
+	if r.ExecID == "" {
+		s.containers.started(r.ID)
+	}
+	log.G(ctx).WithField("runc_start", time.Since(start)).Debug("started")
+	return resp, nil
 }
 
 // Kill sends a signal. To a Wasm task's init process, a signal whose default
@@ -157,8 +170,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // 128 + the signal requested.
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Empty, error) {
 	if r.ExecID == "" {
-		if sig, ok := s.exits.killing(r.ID, r.Signal); ok {
-			log.G(s.logCtx(ctx, r.ID, "")).Debugf("wasm task: signal %d sent as SIGKILL", r.Signal)
+		if sig, ok := s.containers.killing(r.ID, r.Signal); ok {
+			log.G(s.containers.logCtx(ctx, r.ID, "")).Debugf("wasm task: signal %d sent as SIGKILL", r.Signal)
 			r = &taskAPI.KillRequest{ID: r.ID, ExecID: r.ExecID, Signal: sig, All: r.All}
 		}
 	}
@@ -169,7 +182,7 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	resp, err := s.TTRPCTaskService.Wait(ctx, r)
 	if err == nil && r.ExecID == "" {
-		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
+		resp.ExitStatus = s.containers.status(r.ID, resp.ExitStatus)
 	}
 	return resp, err
 }
@@ -178,7 +191,7 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	resp, err := s.TTRPCTaskService.State(ctx, r)
 	if err == nil && r.ExecID == "" && resp.Status == tasktypes.Status_STOPPED {
-		resp.ExitStatus = s.exits.status(r.ID, resp.ExitStatus)
+		resp.ExitStatus = s.containers.status(r.ID, resp.ExitStatus)
 	}
 	return resp, err
 }
@@ -187,193 +200,49 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 // taken before runc's task service queues the delete event, so that the
 // event going out first changes nothing.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	t := s.exits.get(r.ID)
 	if r.ExecID != "" {
-		if t != nil {
-			defer s.execs.done(execPidFile(t.bundle, r.ExecID))
+		resp, err := s.TTRPCTaskService.Delete(ctx, r)
+		if err == nil {
+			handOver(s.containers.execDone(r.ID, r.ExecID)) // an exec never started
 		}
+		return resp, err
 	}
+	report := s.containers.deleting(r.ID)
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
-	if err == nil && r.ExecID == "" {
-		if t != nil {
-			resp.ExitStatus = MapExitStatus(resp.ExitStatus, t.signal)
-			s.execs.doneAll(t.bundle) // execs added and never started
-		}
-		if resp.ExitStatus != 0 {
-			log.G(s.logCtx(ctx, r.ID, "")).WithField("exit_status", resp.ExitStatus).Info("deleted a failed task")
-		}
-		s.containers.deleted(r.ID)
-		if s.events.deleted(r.ID) && t != nil {
-			s.exits.remove(r.ID, t.pid)
-		}
+	if err != nil {
+		return resp, err
 	}
-	return resp, err
+	resp.ExitStatus = report(resp.ExitStatus)
+	handOver(s.containers.deleted(r.ID)...) // execs added and never started
+	log.G(s.containers.logCtx(ctx, r.ID, "")).WithField("exit_status", resp.ExitStatus).Debug("deleted")
+	return resp, nil
 }
 
-// mappingPublisher rewrites the exit status in a Wasm task's /tasks/exit and
-// /tasks/delete events, as the service does in its responses, and forgets
-// the task once both are out (they go out in either order: see
-// taskEvents).
-type mappingPublisher struct {
+// statusPublisher rewrites the exit status in a Wasm task's /tasks/exit
+// and /tasks/delete events, as the service does in its responses, and
+// records each as out in the container's record, which ends once the
+// container is deleted and both are out (they go out in either order: see
+// containers).
+type statusPublisher struct {
 	shim.Publisher
-	exits  *exitMapper
-	events *taskEvents
+	containers *containers
 }
 
-func (p *mappingPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
+// Publish implements shim.Publisher.
+func (p *statusPublisher) Publish(ctx context.Context, topic string, event events.Event) error {
 	switch e := event.(type) {
 	case *eventstypes.TaskExit:
 		if e.ID == e.ContainerID {
-			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
-			defer p.forget(e.ContainerID, e.Pid, p.events.exitPublished)
+			defer p.containers.published(e.ContainerID, e.Pid, &e.ExitStatus, true)()
 		}
 	case *eventstypes.TaskDelete:
 		if e.ID == "" || e.ID == e.ContainerID {
-			e.ExitStatus = p.exits.status(e.ContainerID, e.ExitStatus)
-			defer p.forget(e.ContainerID, e.Pid, p.events.deletePublished)
+			defer p.containers.published(e.ContainerID, e.Pid, &e.ExitStatus, false)()
 		}
 	}
 	// An event that could not be forwarded is queued to be sent again, or
 	// lost: either way nothing more can be done for it.
 	return p.Publisher.Publish(ctx, topic, event)
-}
-
-// forget records an event of container id's init as out, and forgets the
-// Wasm task once nothing more of it is awaited.
-func (p *mappingPublisher) forget(id string, pid uint32, published func(string) bool) {
-	if published(id) {
-		p.exits.remove(id, pid)
-	}
-}
-
-// wasmTask is what the shim remembers of a Wasm container.
-type wasmTask struct {
-	// bundle is the task's bundle directory.
-	bundle string
-	// opts are the runtime options it was created with.
-	opts *Options
-	// entryName is the name of its module's compiled code, mounted in the
-	// container; "" if none is.
-	entryName string
-	// pid of the task's init process, once created.
-	pid uint32
-	// signal is the first terminating signal requested, 0 if none.
-	signal uint32
-}
-
-// exitMapper holds the Wasm tasks of this shim and maps their statuses.
-type exitMapper struct {
-	mu   sync.Mutex
-	wasm map[string]*wasmTask
-}
-
-func (m *exitMapper) add(id string, t *wasmTask) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.wasm[id] = t
-}
-
-// get returns a copy of Wasm task id, nil if id is no Wasm task.
-func (m *exitMapper) get(id string) *wasmTask {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if t, ok := m.wasm[id]; ok {
-		c := *t
-		return &c
-	}
-	return nil
-}
-
-func (m *exitMapper) setPid(id string, pid uint32) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if t, ok := m.wasm[id]; ok {
-		t.pid = pid
-	}
-}
-
-// remove forgets task id, if pid is 0 or its pid: a task created again
-// under the same id is not forgotten by the old one's late event.
-func (m *exitMapper) remove(id string, pid uint32) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if t, ok := m.wasm[id]; ok && (pid == 0 || t.pid == pid) {
-		delete(m.wasm, id)
-	}
-}
-
-// killing records a signal requested for task id and returns the signal to
-// send instead, if id is a Wasm task and sig ends a process.
-func (m *exitMapper) killing(id string, sig uint32) (uint32, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	t, ok := m.wasm[id]
-	if !ok || !Terminating(sig) {
-		return 0, false
-	}
-	if t.signal == 0 {
-		t.signal = sig
-		if t.bundle != "" {
-			// For `delete`, which reports the exit when the shim is gone.
-			if err := writeKillSignal(t.bundle, sig); err != nil {
-				log.L.WithError(err).Warn("record the kill signal in the bundle")
-			}
-		}
-	}
-	return sigKill, true
-}
-
-// status maps the exit status of task id's init process.
-func (m *exitMapper) status(id string, status uint32) uint32 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if t, ok := m.wasm[id]; ok {
-		return MapExitStatus(status, t.signal)
-	}
-	return status
-}
-
-// pendingExecs holds the runner files of Wasm execs, by the exec's pid
-// file, between Exec and Start (or Delete, if never started).
-type pendingExecs struct {
-	mu    sync.Mutex
-	files map[string]func()
-}
-
-func (p *pendingExecs) add(key string, release func()) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if old := p.files[key]; old != nil {
-		old()
-	}
-	p.files[key] = release
-}
-
-// done withdraws and closes the configuration of exec key, if any.
-func (p *pendingExecs) done(key string) {
-	p.mu.Lock()
-	release := p.files[key]
-	delete(p.files, key)
-	p.mu.Unlock()
-	if release != nil {
-		release()
-	}
-}
-
-// doneAll withdraws the configurations of every exec of bundle.
-func (p *pendingExecs) doneAll(bundle string) {
-	p.mu.Lock()
-	var release []func()
-	for key, r := range p.files {
-		if filepath.Dir(key) == bundle {
-			release = append(release, r)
-			delete(p.files, key)
-		}
-	}
-	p.mu.Unlock()
-	for _, r := range release {
-		r()
-	}
 }
 
 // removeSocketsOnShutdown removes the shim's own socket files when it shuts

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
@@ -20,60 +19,6 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
-
-func TestTerminating(t *testing.T) {
-	for sig, want := range map[syscall.Signal]bool{
-		syscall.SIGTERM: true, syscall.SIGINT: true, syscall.SIGKILL: true, syscall.SIGHUP: true,
-		syscall.SIGUSR1: true, syscall.SIGQUIT: true, syscall.SIGSTOP: false, syscall.SIGCONT: false,
-		syscall.SIGWINCH: false, syscall.SIGCHLD: false, 0: false,
-	} {
-		if got := Terminating(uint32(sig)); got != want {
-			t.Errorf("Terminating(%v) = %v, want %v", sig, got, want)
-		}
-	}
-}
-
-func TestExitMapper(t *testing.T) {
-	m := &exitMapper{wasm: map[string]*wasmTask{}}
-	if _, ok := m.killing("native", 15); ok {
-		t.Error("a native task's signal was mapped")
-	}
-	m.add("w", &wasmTask{})
-	m.setPid("w", 42)
-	if sig, ok := m.killing("w", 19); ok { // SIGSTOP goes through
-		t.Errorf("SIGSTOP mapped to %d", sig)
-	}
-	if sig, ok := m.killing("w", 15); !ok || sig != 9 {
-		t.Errorf("SIGTERM sent as %d, %v; want SIGKILL", sig, ok)
-	}
-	m.killing("w", 2) // a second signal does not replace the first
-	for _, tt := range []struct{ in, want uint32 }{{137, 143}, {0, 0}, {42, 42}} {
-		if got := m.status("w", tt.in); got != tt.want {
-			t.Errorf("status(%d) = %d, want %d", tt.in, got, tt.want)
-		}
-	}
-	if got := m.status("native", 137); got != 137 {
-		t.Errorf("native status mapped to %d", got)
-	}
-	m.remove("w", 7) // another task's late event
-	if got := m.status("w", 137); got != 143 {
-		t.Error("task forgotten by another pid's event")
-	}
-	m.remove("w", 42)
-	if got := m.status("w", 137); got != 137 {
-		t.Error("task not forgotten")
-	}
-}
-
-func TestMapExitStatus(t *testing.T) {
-	for _, tt := range []struct{ status, sig, want uint32 }{
-		{137, 15, 143}, {137, 2, 130}, {137, 9, 137}, {137, 0, 137}, {0, 15, 0}, {42, 15, 42},
-	} {
-		if got := MapExitStatus(tt.status, tt.sig); got != tt.want {
-			t.Errorf("MapExitStatus(%d, %d) = %d, want %d", tt.status, tt.sig, got, tt.want)
-		}
-	}
-}
 
 func TestRuncOptions(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "opts.toml")
@@ -163,26 +108,6 @@ func TestTakeListenEnv(t *testing.T) {
 	}
 	if _, _, err := takeListenEnv([]string{"WASM_LISTEN=nope"}); err == nil {
 		t.Error("a bad WASM_LISTEN was accepted")
-	}
-}
-
-// TestKillSignalFile: the first terminating signal is recorded in the
-// bundle, for `delete` to map the exit status after the shim is gone.
-func TestKillSignalFile(t *testing.T) {
-	bundle := t.TempDir()
-	if sig, err := readKillSignal(bundle); sig != 0 || err != nil {
-		t.Fatalf("no record: %d, %v", sig, err)
-	}
-	m := &exitMapper{wasm: map[string]*wasmTask{}}
-	m.add("w", &wasmTask{bundle: bundle})
-	m.killing("w", 15)
-	m.killing("w", 2)
-	if sig, err := readKillSignal(bundle); sig != 15 || err != nil {
-		t.Errorf("recorded %d, %v; want the first signal, 15", sig, err)
-	}
-	os.WriteFile(filepath.Join(bundle, killSignalFile), []byte("junk"), 0o600)
-	if _, err := readKillSignal(bundle); err == nil {
-		t.Error("a corrupt record was read")
 	}
 }
 

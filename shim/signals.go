@@ -1,12 +1,6 @@
 package shim
 
 import (
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -32,29 +26,4 @@ func MapExitStatus(status, requested uint32) uint32 {
 		return 128 + requested
 	}
 	return status
-}
-
-// killSignalFile records, in a Wasm task's bundle, the first terminating
-// signal requested for it: `delete` reports the exit status after the shim
-// is gone, from the bundle alone.
-const killSignalFile = "wasm-kill-signal"
-
-func writeKillSignal(bundle string, sig uint32) error {
-	return os.WriteFile(filepath.Join(bundle, killSignalFile), []byte(strconv.FormatUint(uint64(sig), 10)), 0o600)
-}
-
-// readKillSignal returns the signal writeKillSignal recorded, 0 if none.
-func readKillSignal(bundle string) (uint32, error) {
-	b, err := os.ReadFile(filepath.Join(bundle, killSignalFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	sig, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", killSignalFile, err)
-	}
-	return uint32(sig), nil
 }

@@ -295,7 +295,7 @@ func TestTaskV2(t *testing.T) {
 // TestRegisterBothTaskAPIs: the shim's service answers on task API v3 and v2.
 func TestRegisterBothTaskAPIs(t *testing.T) {
 	f := &recordingTasks{}
-	s := &service{TTRPCTaskService: f, exits: &exitMapper{wasm: map[string]*wasmTask{}}}
+	s := &service{TTRPCTaskService: f, containers: newContainers()}
 	client := serveTasks(t, s.RegisterTTRPC)
 	ctx := context.Background()
 	if r, err := taskAPI.NewTTRPCTaskClient(client).State(ctx, &taskAPI.StateRequest{ID: "v3"}); err != nil || r.Pid != 42 {
