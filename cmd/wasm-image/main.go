@@ -11,6 +11,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -26,7 +27,10 @@ func (l *list) String() string     { return strings.Join(*l, ",") }
 func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	switch {
+	case errors.Is(err, flag.ErrHelp): // -h: the usage was asked for, and printed
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "wasm-image: %v\n", err)
 		os.Exit(1)
 	}
@@ -53,7 +57,7 @@ func run(args []string) error {
 	if *wasm != "" {
 		data, err := os.ReadFile(*wasm)
 		if err != nil {
-			return err
+			return fmt.Errorf("-wasm: %w", err)
 		}
 		p := "/" + filepath.Base(*wasm)
 		img.Files = append(img.Files, image.File{Path: p, Data: data, Mode: 0o755})
@@ -83,7 +87,7 @@ func run(args []string) error {
 	}
 	if err := img.WriteTar(w); err != nil {
 		w.Close()
-		return err
+		return fmt.Errorf("write %s: %w", *out, err)
 	}
 	return w.Close()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -75,5 +76,50 @@ func TestRun(t *testing.T) {
 	}
 	if err := run([]string{"-o", out, "-name", "x", "-file", "nocolon"}); err == nil {
 		t.Error("accepted -file without IMAGEPATH")
+	}
+}
+
+// TestMain runs the command itself when the test binary is started as it
+// (see TestExitStatus).
+func TestMain(m *testing.M) {
+	if os.Getenv("WASM_IMAGE_RUN_MAIN") == "1" {
+		os.Args = append([]string{"wasm-image"}, os.Args[1:]...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestExitStatus: -h prints the usage and succeeds; a usage error fails
+// with the reason.
+func TestExitStatus(t *testing.T) {
+	for _, tt := range []struct {
+		args   []string
+		status int
+		stderr string
+	}{
+		{[]string{"-h"}, 0, "-wasm"},
+		{[]string{"--help"}, 0, "-name"},
+		{nil, 1, "-o and -name are required"},
+		{[]string{"-bogus"}, 1, "flag provided but not defined"},
+		{[]string{"-o", "x.tar", "-name", "n", "-wasm", "/nonexistent.wasm"}, 1, "-wasm: open /nonexistent.wasm"},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], tt.args...)
+			cmd.Env = append(os.Environ(), "WASM_IMAGE_RUN_MAIN=1")
+			cmd.Dir = t.TempDir()
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			status := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				status = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if status != tt.status || !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", status, stderr.String(), tt.status, tt.stderr)
+			}
+		})
 	}
 }
