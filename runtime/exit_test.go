@@ -244,10 +244,7 @@ func runModuleReason(t *testing.T, bin []byte, cfg Config, deny *Denylist, setup
 		setup(dir)
 	}
 	if deny == nil {
-		var err error
-		if deny, err = NewDenylist(strings.NewReader("")); err != nil {
-			t.Fatal(err)
-		}
+		deny = NewDenylist(nil)
 	}
 	if cfg.Module == "" {
 		cfg.Module = "/mod.wasm"
@@ -365,10 +362,7 @@ func TestRunGuestFS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			deny, err := NewDenylist(strings.NewReader(""))
-			if err != nil {
-				t.Fatal(err)
-			}
+			deny := NewDenylist(nil)
 			status, _, stderr := runModule(t, openAndExit(tt.path), Config{}, deny, func(dir string) {
 				setup(dir)
 				var st unix.Stat_t
@@ -387,10 +381,7 @@ func TestRunGuestFS(t *testing.T) {
 // TestRunDeniedModule: the runner reads the module through the confined
 // file system, so a module the guest may not read is not run.
 func TestRunDeniedModule(t *testing.T) {
-	deny, err := NewDenylist(strings.NewReader(""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	deny := NewDenylist(nil)
 	status, _, stderr := runModule(t, exitWith(0), Config{Module: "/link.wasm"}, deny, func(dir string) {
 		var st unix.Stat_t
 		if err := unix.Stat(filepath.Join(dir, "mod.wasm"), &st); err != nil {

@@ -1,15 +1,13 @@
 package runtime
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/sys"
 	"golang.org/x/sys/unix"
@@ -37,31 +35,16 @@ type Denylist struct {
 	files map[fileID]string
 }
 
-// NewDenylist reads a mountinfo table (as /proc/self/mountinfo) and denies
-// every mount of a kernel interface file system in it.
-func NewDenylist(mountinfo io.Reader) (*Denylist, error) {
+// NewDenylist denies every mount of a kernel interface file system among
+// mounts (the runner's mount table, /proc/self/mountinfo).
+func NewDenylist(mounts []*mountinfo.Info) *Denylist {
 	d := &Denylist{devs: map[uint64]string{}, files: map[fileID]string{}}
-	sc := bufio.NewScanner(mountinfo)
-	for sc.Scan() {
-		m, err := parseMountLine(sc.Text())
-		if err != nil {
-			return nil, err
+	for _, m := range mounts {
+		if deniedFSTypes[m.FSType] {
+			d.devs[unix.Mkdev(uint32(m.Major), uint32(m.Minor))] = m.FSType
 		}
-		if !deniedFSTypes[m.fstype] {
-			continue
-		}
-		major, minor, ok := strings.Cut(m.dev, ":")
-		ma, err1 := strconv.ParseUint(major, 10, 32)
-		mi, err2 := strconv.ParseUint(minor, 10, 32)
-		if !ok || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("malformed device %q in mountinfo", m.dev)
-		}
-		d.devs[unix.Mkdev(uint32(ma), uint32(mi))] = m.fstype
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
-	}
-	return d, nil
+	return d
 }
 
 // DenyFile adds one file, by its device and inode.

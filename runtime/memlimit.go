@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	cg "github.com/containerd/cgroups/v3"
+	"github.com/moby/sys/mountinfo"
 	"github.com/tetratelabs/wazero"
 )
 
@@ -51,13 +51,13 @@ const budgetTTL = 100 * time.Millisecond
 // in, found through /proc/self/cgroup and the cgroup mounts in mountinfo
 // (this process's /proc/self/mountinfo: runc mounts the container's own
 // cgroups); nil if the container has none in view.
-func newMemoryBudget(mountinfo []byte) *memoryBudget {
+func newMemoryBudget(mounts []*mountinfo.Info) *memoryBudget {
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
-	mcg, err := findMemoryCgroup(f, bytes.NewReader(mountinfo))
+	mcg, err := findMemoryCgroup(f, mounts)
 	if err != nil || mcg == nil {
 		return nil
 	}
@@ -223,10 +223,10 @@ func (c *memoryCgroup) anon() (uint64, error) {
 }
 
 // findMemoryCgroup finds the memory cgroup of a process from its
-// /proc/PID/cgroup and /proc/PID/mountinfo. A v1 memory controller wins
+// /proc/PID/cgroup and the mounts of /proc/PID/mountinfo. A v1 memory controller wins
 // over the unified hierarchy (on hybrid hosts the v2 mount holds no
 // memory controller).
-func findMemoryCgroup(cgroupFile, mountinfo io.Reader) (*memoryCgroup, error) {
+func findMemoryCgroup(cgroupFile io.Reader, mounts []*mountinfo.Info) (*memoryCgroup, error) {
 	v1, v2Path, err := cg.ParseCgroupFromReaderUnified(cgroupFile)
 	if err != nil {
 		return nil, fmt.Errorf("read cgroup file: %w", err)
@@ -234,29 +234,21 @@ func findMemoryCgroup(cgroupFile, mountinfo io.Reader) (*memoryCgroup, error) {
 	v1Path, haveV1 := v1["memory"]
 	haveV2 := v2Path != ""
 	var v2Dir string
-	sc := bufio.NewScanner(mountinfo)
-	for sc.Scan() {
-		m, err := parseMountLine(sc.Text())
-		if err != nil {
-			return nil, err
-		}
+	for _, m := range mounts {
 		switch {
-		case haveV1 && m.fstype == "cgroup" && hasOption(m.superOptions, "memory"):
-			if dir, ok := under(m.mountpoint, m.root, v1Path); ok {
+		case haveV1 && m.FSType == "cgroup" && hasOption(m.VFSOptions, "memory"):
+			if dir, ok := under(m.Mountpoint, m.Root, v1Path); ok {
 				return &memoryCgroup{
 					limitFile: path.Join(dir, "memory.limit_in_bytes"),
 					statFile:  path.Join(dir, "memory.stat"),
 					anonKey:   "total_rss",
 				}, nil
 			}
-		case haveV2 && m.fstype == "cgroup2" && v2Dir == "":
-			if dir, ok := under(m.mountpoint, m.root, v2Path); ok {
+		case haveV2 && m.FSType == "cgroup2" && v2Dir == "":
+			if dir, ok := under(m.Mountpoint, m.Root, v2Path); ok {
 				v2Dir = dir
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	if v2Dir == "" {
 		return nil, nil

@@ -54,7 +54,7 @@ func TestFindMemoryCgroup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := findMemoryCgroup(strings.NewReader(tt.cgroup), strings.NewReader(tt.mountinfo))
+			got, err := findMemoryCgroup(strings.NewReader(tt.cgroup), parseMounts(t, tt.mountinfo))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,9 +62,6 @@ func TestFindMemoryCgroup(t *testing.T) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
 		})
-	}
-	if _, err := findMemoryCgroup(strings.NewReader(v1Cgroup), strings.NewReader("garbage\n")); err == nil {
-		t.Error("a malformed mountinfo line was accepted")
 	}
 }
 

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
@@ -53,16 +53,16 @@ func Main() int {
 		return fail("close inherited descriptors: %v", err)
 	}
 	// The mount table serves the guest's confinement and the memory
-	// budget both: read once.
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	// budget both: read and parsed once.
+	mounts, err := mountinfo.GetMounts(nil)
 	if err != nil {
 		return fail("the guest's file system confinement needs /proc mounted in the container: %v", err)
 	}
-	deny, err := denylist(mountinfo, cfg.Cache)
+	deny, err := denylist(mounts, cfg.Cache)
 	if err != nil {
 		return fail("%v", err)
 	}
-	env := runEnv{budget: newMemoryBudget(mountinfo)}
+	env := runEnv{budget: newMemoryBudget(mounts)}
 	if reason != nil {
 		env.reason = reason
 	}
@@ -122,13 +122,11 @@ func closeInherited(keep *os.File) error {
 }
 
 // denylist builds the guest's Denylist: the kernel interface file systems
-// of this mount namespace (mountinfo is its /proc/self/mountinfo), the runner's own binary, the directory of the
-// compiled code, if any, and the cgroup mount the shim added, if any.
-func denylist(mountinfo []byte, cache string) (*Denylist, error) {
-	deny, err := NewDenylist(bytes.NewReader(mountinfo))
-	if err != nil {
-		return nil, err
-	}
+// of this mount namespace (mounts, from its /proc/self/mountinfo), the
+// runner's own binary, the directory of the compiled code, if any, and the
+// cgroup mount the shim added, if any.
+func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
+	deny := NewDenylist(mounts)
 	var st unix.Stat_t
 	if err := unix.Stat(RunnerPath, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", RunnerPath, err)
