@@ -24,26 +24,28 @@ func TestBadInput(t *testing.T) {
 	}
 
 	tests := []struct {
-		name string
-		args []string
-		want []string // substrings of ctr's error
+		name  string
+		flags []string // ctr run's, beside the group
+		args  []string
+		want  []string // substrings of ctr's error
 	}{
-		{"missing file", []string{"/nope.wasm"}, []string{"/nope.wasm", "no such file"}},
-		{"missing on PATH", []string{"nope"}, []string{"nope", "not found in PATH"}},
-		{"text file", []string{"/text.txt"}, []string{"/text.txt", "neither a WebAssembly module nor a native executable"}},
-		{"FIFO", []string{"/fifo"}, []string{"/fifo", "FIFO"}},
-		{"directory", []string{"/data"}, []string{"/data", "directory"}},
-		{"corrupt module", []string{"/corrupt.wasm"}, []string{"/corrupt.wasm", "invalid module"}},
-		{"truncated module", []string{"/empty.wasm"}, []string{"/empty.wasm", "invalid module"}},
-		{"module without _start", []string{"/nostart.wasm"}, []string{"/nostart.wasm", `no exported function "_start"`}},
-		{"no such export", []string{"/funcs.wasm#nothere"}, []string{"/funcs.wasm", `no exported function "nothere"`}},
-		{"export with parameters", []string{"/funcs.wasm#withparam"}, []string{"/funcs.wasm", "parameters"}},
-		{"function on a native program", []string{"/bin/native#main"}, []string{"/bin/native", "native program"}},
+		{"missing file", nil, []string{"/nope.wasm"}, []string{"/nope.wasm", "no such file"}},
+		{"missing on PATH", nil, []string{"nope"}, []string{"nope", "not found in PATH"}},
+		{"text file", nil, []string{"/text.txt"}, []string{"/text.txt", "neither a WebAssembly module nor a native executable"}},
+		{"FIFO", nil, []string{"/fifo"}, []string{"/fifo", "FIFO"}},
+		{"directory", nil, []string{"/data"}, []string{"/data", "directory"}},
+		{"corrupt module", nil, []string{"/corrupt.wasm"}, []string{"/corrupt.wasm", "invalid module"}},
+		{"truncated module", nil, []string{"/empty.wasm"}, []string{"/empty.wasm", "invalid module"}},
+		{"module without _start", nil, []string{"/nostart.wasm"}, []string{"/nostart.wasm", `no exported function "_start"`}},
+		{"no such export", nil, []string{"/funcs.wasm#nothere"}, []string{"/funcs.wasm", `no exported function "nothere"`}},
+		{"export with parameters", nil, []string{"/funcs.wasm#withparam"}, []string{"/funcs.wasm", "takes 1 parameter (i32)"}},
+		{"function on a native program", nil, []string{"/bin/native#main"}, []string{"/bin/native", "native program"}},
+		{"bad WASM_LISTEN", []string{"--env", "WASM_LISTEN=:99999"}, []string{"/probe.wasm"}, []string{"WASM_LISTEN", "99999"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := newID(t)
-			_, stderr, err := e.ctr(ctrRunArgs(id, group, tt.args)...)
+			_, stderr, err := e.ctr(ctrRunArgs(id, append(tt.flags, group...), tt.args)...)
 			if err == nil {
 				t.Fatalf("ctr run succeeded; want an error")
 			}

@@ -18,8 +18,8 @@ import (
 )
 
 // ownCache writes runtime options with a compile cache of the test's own
-// (plus extra TOML lines) and returns ctr's flags to use them and the
-// cache's layout directory.
+// and the runner's trace on (plus extra TOML lines), and returns ctr's
+// flags to use them and the cache's layout directory.
 func ownCache(t *testing.T, extra string) ([]string, string) {
 	t.Helper()
 	dir := filepath.Join(e.dir, "caches", newID(t))
@@ -27,10 +27,28 @@ func ownCache(t *testing.T, extra string) ([]string, string) {
 		t.Fatal(err)
 	}
 	opts := filepath.Join(dir, "options.toml")
-	if err := os.WriteFile(opts, []byte(e.runtimeOptionsWith(filepath.Join(dir, "cache"), extra)), 0o644); err != nil {
+	if err := os.WriteFile(opts, []byte(e.runtimeOptionsWith(filepath.Join(dir, "cache"), "Trace = true\n"+extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return []string{"--runtime-config-path", opts}, filepath.Join(dir, "cache", "v1")
+}
+
+// codeOf returns where a traced runner's compiled code came from
+// (runtime.CodeHit, CodeMiss or CodeCompiled), read from the trace it
+// wrote on the guest's stderr.
+func codeOf(t *testing.T, stderr string) string {
+	t.Helper()
+	for _, l := range strings.Split(stderr, "\n") {
+		if rest, ok := strings.CutPrefix(l, runtime.TracePrefix); ok {
+			var tr runtime.Trace
+			if err := json.Unmarshal([]byte(rest), &tr); err != nil {
+				t.Fatalf("trace %q: %v", rest, err)
+			}
+			return tr.Code
+		}
+	}
+	t.Fatalf("no runner trace in stderr %q", stderr)
+	return ""
 }
 
 // shimLog returns the shim's log line with msg=msg for container id, from
@@ -52,20 +70,6 @@ func shimLog(t *testing.T, id, msg string) string {
 	}
 }
 
-// cacheHit says whether container id's Create found its module compiled.
-func cacheHit(t *testing.T, id string) bool {
-	t.Helper()
-	l := shimLog(t, id, "created")
-	switch {
-	case strings.Contains(l, "cache_hit=true"):
-		return true
-	case strings.Contains(l, "cache_hit=false"):
-		return false
-	}
-	t.Fatalf("container %s used no compile cache: %s", id, l)
-	return false
-}
-
 func dirLen(t *testing.T, dir string) int {
 	t.Helper()
 	des, err := os.ReadDir(dir)
@@ -75,28 +79,29 @@ func dirLen(t *testing.T, dir string) int {
 	return len(des)
 }
 
-// runProbeEcho runs the probe module, which prints its arguments, and
-// checks its output.
+// runProbeEcho runs the probe module, which prints its arguments, checks
+// its output and returns where its compiled code came from (see codeOf:
+// flags must turn the trace on).
 func runProbeEcho(t *testing.T, flags []string, args ...string) string {
 	t.Helper()
 	want := strings.Join(args, " ")
-	id, r := runNamed(t, nil, flags, append([]string{"/probe.wasm", "echo"}, args...)...)
+	r := run(t, flags, append([]string{"/probe.wasm", "echo"}, args...)...)
 	if r.code != 0 || !strings.Contains(r.stdout, want) {
 		t.Fatalf("probe echo %s: %+v", want, r)
 	}
-	return id
+	return codeOf(t, r.stderr)
 }
 
 // TestCache: the first container compiles the module, later ones load it;
 // the entry is root-only on the host and nothing is left pinned.
 func TestCache(t *testing.T) {
 	flags, dir := ownCache(t, "")
-	if cacheHit(t, runProbeEcho(t, flags, "first")) {
-		t.Error("first run of the module hit an empty cache")
+	if code := runProbeEcho(t, flags, "first"); code != runtime.CodeMiss {
+		t.Errorf("first run of the module: code %q, want compiled at Create", code)
 	}
 	for i := 0; i < 2; i++ {
-		if !cacheHit(t, runProbeEcho(t, flags, "again")) {
-			t.Error("later run of the module compiled it again")
+		if code := runProbeEcho(t, flags, "again"); code != runtime.CodeHit {
+			t.Errorf("later run of the module: code %q, want a cache hit", code)
 		}
 	}
 	if n := dirLen(t, filepath.Join(dir, "entries")); n != 1 {
@@ -105,14 +110,45 @@ func TestCache(t *testing.T) {
 	if n := dirLen(t, filepath.Join(dir, "pins")); n != 0 {
 		t.Errorf("%d pins left after the containers", n)
 	}
-	// A module with another entry function is another container of the
-	// same entry: the exports in the record check it on a hit too.
-	if r := run(t, flags, "/nostart.wasm"); r.code == 0 {
-		t.Errorf("module without _start ran: %+v", r)
+	// A module that cannot run is refused before it is compiled: it is
+	// never cached.
+	for i := 0; i < 2; i++ {
+		if r := run(t, flags, "/nostart.wasm"); r.code == 0 || !strings.Contains(r.stderr, "no exported function") {
+			t.Errorf("module without _start: %+v", r)
+		}
 	}
-	_, r := runNamed(t, nil, flags, "/nostart.wasm")
-	if r.code == 0 || !strings.Contains(r.stderr, "no exported function") {
-		t.Errorf("module without _start, cached: %+v", r)
+	if cachedIn(t, dir, filepath.Join(e.fixtures, "nostart.wasm")) {
+		t.Error("a module without _start was compiled and cached")
+	}
+}
+
+// TestChecksBeforeCompile: a container that cannot run for a reason found
+// in its spec or in the module's export section fails Create without its
+// module being compiled: nothing reaches the cache.
+func TestChecksBeforeCompile(t *testing.T) {
+	flags, dir := ownCache(t, "")
+	for _, tt := range []struct {
+		name  string
+		flags []string
+		args  []string
+		want  string
+	}{
+		{"no _start", nil, []string{"/nostart.wasm"}, `no exported function "_start"`},
+		{"entry with parameters", nil, []string{"/funcs.wasm#withparam"}, "takes 1 parameter (i32)"},
+		{"bad WASM_LISTEN", []string{"--env", "WASM_LISTEN=nope"}, []string{"/probe.wasm", "echo"}, "WASM_LISTEN"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, append(slices.Clip(flags), tt.flags...), tt.args...)
+			if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("%+v, want a failure saying %q", r, tt.want)
+			}
+		})
+	}
+	if records, _ := filepath.Glob(filepath.Join(dir, "index", "*")); len(records) != 0 {
+		t.Errorf("modules compiled for containers that could not run: %v", records)
+	}
+	if entries, _ := filepath.Glob(filepath.Join(dir, "entries", "*")); len(entries) != 0 {
+		t.Errorf("compiled code left for containers that could not run: %v", entries)
 	}
 }
 
@@ -220,18 +256,14 @@ func TestCacheDamaged(t *testing.T) {
 			}
 			otherEntry := newestEntry(t, dir)
 			tt.damage(t, probeEntry, otherEntry)
-			id := runProbeEcho(t, flags, "after damage")
-			if cacheHit(t, id) {
-				t.Error("a damaged entry was used")
-			}
-			if l := shimLog(t, id, "\"compile cache\""); !strings.Contains(l, "dropped") {
-				t.Errorf("no warning about the dropped entry: %s", l)
+			if code := runProbeEcho(t, flags, "after damage"); code != runtime.CodeMiss {
+				t.Errorf("after the damage: code %q, want compiled again at Create", code)
 			}
 			if r := run(t, flags, "/exit42.wasm"); r.code != 42 {
 				t.Errorf("the other module after the damage: %+v", r)
 			}
-			if !cacheHit(t, runProbeEcho(t, flags, "repaired")) {
-				t.Error("the entry compiled again is not used")
+			if code := runProbeEcho(t, flags, "repaired"); code != runtime.CodeHit {
+				t.Errorf("the entry compiled again: code %q, want a cache hit", code)
 			}
 		})
 	}
@@ -259,24 +291,22 @@ func newestEntry(t *testing.T, dir string) string {
 func TestCacheConcurrentCreates(t *testing.T) {
 	flags, dir := ownCache(t, "")
 	const n = 3
-	ids := make([]string, n)
+	codes := make([]string, n)
 	var wg sync.WaitGroup
-	for i := range ids {
+	for i := range codes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ids[i] = runProbeEcho(t, flags, fmt.Sprintf("concurrent-%d", i))
+			codes[i] = runProbeEcho(t, flags, fmt.Sprintf("concurrent-%d", i))
 		}()
 	}
 	wg.Wait()
-	misses := 0
-	for _, id := range ids {
-		if id != "" && !cacheHit(t, id) {
-			misses++
-		}
+	count := map[string]int{}
+	for _, c := range codes {
+		count[c]++
 	}
-	if misses != 1 {
-		t.Errorf("%d of %d concurrent creates compiled the module, want 1", misses, n)
+	if count[runtime.CodeMiss] != 1 || count[runtime.CodeHit] != n-1 {
+		t.Errorf("concurrent creates: %v, want 1 compile and %d hits", codes, n-1)
 	}
 	if got := dirLen(t, filepath.Join(dir, "entries")); got != 1 {
 		t.Errorf("%d entries", got)
@@ -287,9 +317,8 @@ func TestCacheConcurrentCreates(t *testing.T) {
 // the same (the runner compiles) and the shim says why.
 func TestCacheUnusable(t *testing.T) {
 	flags := unusableCache(t)
-	id := runProbeEcho(t, flags, "no cache")
-	if l := shimLog(t, id, "created"); strings.Contains(l, "cache_hit") {
-		t.Errorf("a container used an unusable cache: %s", l)
+	if code := runProbeEcho(t, flags, "no cache"); code != runtime.CodeCompiled {
+		t.Errorf("with an unusable cache: code %q, want compiled by the runner", code)
 	}
 	if r := run(t, flags, "/corrupt.wasm"); r.code == 0 || !strings.Contains(r.stderr, "/corrupt.wasm") {
 		t.Errorf("corrupt module without a cache: %+v", r)
@@ -312,8 +341,8 @@ func unusableCache(t *testing.T) []string {
 func TestCacheEviction(t *testing.T) {
 	flags, dir := ownCache(t, "CacheMaxBytes = 1\n")
 	for i := 0; i < 2; i++ {
-		if cacheHit(t, runProbeEcho(t, flags, "evicted")) {
-			t.Error("an entry past the bound was kept")
+		if code := runProbeEcho(t, flags, "evicted"); code != runtime.CodeMiss {
+			t.Errorf("code %q: an entry past the bound was kept", code)
 		}
 	}
 	if n := dirLen(t, filepath.Join(dir, "entries")); n != 0 {

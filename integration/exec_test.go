@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 // execIn runs `ctr task exec` in container id and returns its result.
@@ -19,25 +21,17 @@ func execIn(t *testing.T, id, execID string, flags []string, args ...string) res
 	return resultOf(t, stdout, stderr, err)
 }
 
-// execLog returns the shim's log line for Wasm exec execID of id.
-func execLog(t *testing.T, id, execID string) string {
-	t.Helper()
-	b, _ := os.ReadFile(filepath.Join(e.dir, "containerd.log"))
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, `msg="wasm exec"`) && strings.Contains(l, " id="+id+" ") && strings.Contains(l, " exec="+execID+" ") {
-			return l
-		}
-	}
-	return ""
-}
-
 // TestExec runs Wasm modules (the container's own and another), a native
 // program and bad entrypoints in a running Wasm container: each with its
 // own args, stdio and exit status, confined as the container's guest is,
 // and the container runs on.
 func TestExec(t *testing.T) {
 	evs := watchEvents(t)
-	b := startBackground(t, []string{"--cwd", "/data", "--env", "FOO=bar"}, "/probe.wasm", "sleep")
+	traced := filepath.Join(t.TempDir(), "options.toml")
+	if err := os.WriteFile(traced, []byte(e.runtimeOptionsWith(e.cacheRoot, "Trace = true\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := startBackground(t, []string{"--cwd", "/data", "--env", "FOO=bar", "--runtime-config-path", traced}, "/probe.wasm", "sleep")
 	b.waitOutput(t, "sleeping")
 	shimFDs := func() int {
 		pids := shimPids(e.shim)
@@ -116,9 +110,13 @@ func TestExec(t *testing.T) {
 	}
 	// The same module loads the container's compiled code; another one is
 	// compiled by its runner.
-	for execID, want := range map[string]string{"e": "cached=true", "exxx": "cached=false"} {
-		if l := execLog(t, b.id, execID); !strings.Contains(l, want) || !strings.Contains(l, "namespace=default") {
-			t.Errorf("exec %s: want %s and the namespace in %q", execID, want, l)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{{[]string{"/probe.wasm", "echo", "x"}, runtime.CodeHit}, {[]string{"/exit42.wasm"}, runtime.CodeCompiled}} {
+		r := execIn(t, b.id, "traced", nil, tt.args...)
+		if code := codeOf(t, r.stderr); code != tt.want {
+			t.Errorf("exec of %s: code %q, want %q", tt.args[0], code, tt.want)
 		}
 	}
 	// (A runner's reason pipe is closed once it has exited.)

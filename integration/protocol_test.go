@@ -2,11 +2,13 @@ package integration
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,9 @@ func TestInfo(t *testing.T) {
 			if info.Name != "io.containerd.wasm.v1" {
 				t.Errorf("name %q", info.Name)
 			}
+			if v := info.GetVersion(); v.GetVersion() != shimVersion(t) || info.Annotations["io.containerd.wasm.v1/wazero"] != moduleVersion(t, "github.com/tetratelabs/wazero") {
+				t.Errorf("version %+v, annotations %v: want the shim's own and wazero's", v, info.Annotations)
+			}
 			if info.Features == nil || !strings.Contains(info.Features.GetTypeUrl(), "features") {
 				t.Errorf("no runc features in %+v", &info)
 			}
@@ -169,5 +174,93 @@ func TestDeleteAction(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// moduleVersion is the version of a module this repository requires.
+func moduleVersion(t *testing.T, module string) string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", module)
+	cmd.Dir = repoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -m %s: %v", module, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// shimVersion is the version the shim's binary reports of itself.
+func shimVersion(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(e.shim, "--version").Output()
+	if err != nil {
+		t.Fatalf("%s --version: %v", e.shim, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Version:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no Version in %s --version:\n%s", e.shim, out)
+	return ""
+}
+
+// TestVersion: --version and -v name the shim's own build beside the
+// containerd packages and the wazero it links, and exit 0.
+func TestVersion(t *testing.T) {
+	for _, flag := range []string{"--version", "-v"} {
+		out, err := exec.Command(e.shim, flag).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		for _, want := range []string{
+			"Version:",
+			"containerd: " + moduleVersion(t, "github.com/containerd/containerd/v2"),
+			"wazero:     " + moduleVersion(t, "github.com/tetratelabs/wazero"),
+		} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%s output lacks %q:\n%s", flag, want, out)
+			}
+		}
+	}
+	if v := shimVersion(t); v == "" || strings.Contains(v, "+unknown") {
+		t.Errorf("the shim's version %q", v)
+	}
+}
+
+// TestDynamicallyLinkedShim: a shim built with cgo (a plain `go build`
+// where a C compiler is found) cannot run as the runner in a container;
+// its Creates fail with the fix named, and nothing is left behind.
+func TestDynamicallyLinkedShim(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "containerd-shim-wasm-v1")
+	if err := goBuild(bin, "./cmd/containerd-shim-wasm-v1", "CGO_ENABLED=1"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dynamic := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
+	f.Close()
+	if !dynamic {
+		t.Fatal("the cgo build is not dynamically linked")
+	}
+	for _, args := range [][]string{{"/probe.wasm", "echo"}, {"/bin/native"}} {
+		id := newID(t)
+		a := ctrRunArgs(id, nil, args)
+		a[slices.Index(a, "--runtime")+1] = bin // containerd runs a shim named by its absolute path
+		_, stderr, err := e.ctr(a...)
+		if err == nil || !strings.Contains(stderr, "dynamically linked") || !strings.Contains(stderr, "CGO_ENABLED=0") {
+			t.Errorf("%s with a dynamically linked shim: %v, %q; want the fix named", args[0], err, stderr)
+		}
+		e.ctr("containers", "delete", id)
+		assertClean(t, id)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(shimPids(bin)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if pids := shimPids(bin); len(pids) > 0 {
+		t.Errorf("dynamically linked shims left running: %v", pids)
 	}
 }

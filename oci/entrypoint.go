@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 )
 
 // Kind says how a container's entrypoint runs.
@@ -34,11 +36,6 @@ func (k Kind) String() string {
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
-
-// MaxModuleSize bounds the size of a module the shim accepts as an
-// entrypoint. Larger files fail Create rather than exhaust memory when they
-// are decoded.
-const MaxModuleSize = 512 << 20
 
 // DefaultStartFunc is the function a WASI command exports as its entry.
 const DefaultStartFunc = "_start"
@@ -131,8 +128,8 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 		if e.Func == "" {
 			e.Func = DefaultStartFunc
 		}
-		if e.Size > MaxModuleSize {
-			return nil, bad("module is %d bytes, more than the %d a module may have", e.Size, MaxModuleSize)
+		if e.Size > wasmmod.MaxSize {
+			return nil, bad("module is %d bytes, more than the %d a module may have", e.Size, wasmmod.MaxSize)
 		}
 	case bytes.HasPrefix(head, elfMagic), bytes.HasPrefix(head, []byte("#!")):
 		e.Kind = Native

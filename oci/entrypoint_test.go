@@ -10,6 +10,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 )
 
 const (
@@ -161,11 +163,11 @@ func TestEntrypointErrors(t *testing.T) {
 	}
 }
 
-// TestEntrypointTooLarge makes a sparse module of more than MaxModuleSize
+// TestEntrypointTooLarge makes a sparse module of more than wasmmod.MaxSize
 // bytes: Detect refuses it without reading it.
 func TestEntrypointTooLarge(t *testing.T) {
 	b := newOCIBundle(t)
-	for name, size := range map[string]int64{"/big.wasm": MaxModuleSize + 1, "/max.wasm": MaxModuleSize} {
+	for name, size := range map[string]int64{"/big.wasm": wasmmod.MaxSize + 1, "/max.wasm": wasmmod.MaxSize} {
 		b.file(name, wasmBytes, 0o644)
 		if err := os.Truncate(b.host(name), size); err != nil {
 			t.Fatal(err)
@@ -175,10 +177,10 @@ func TestEntrypointTooLarge(t *testing.T) {
 	checkBadEntrypoint(t, "/big.wasm", err, "more than")
 	e, err := detectArgs(b, "/max.wasm")
 	if err != nil {
-		t.Fatalf("Detect of a module of MaxModuleSize bytes: %v", err)
+		t.Fatalf("Detect of a module of wasmmod.MaxSize bytes: %v", err)
 	}
-	if e.Size != MaxModuleSize {
-		t.Errorf("Size = %d, want %d", e.Size, MaxModuleSize)
+	if e.Size != wasmmod.MaxSize {
+		t.Errorf("Size = %d, want %d", e.Size, wasmmod.MaxSize)
 	}
 }
 

@@ -5,15 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 )
 
 // CheckerName is the argv[0] under which the shim starts its own binary as
 // the module checker (see CheckMain).
 const CheckerName = "containerd-shim-wasm-check"
-
-// maxModule bounds what the checker reads; the shim refuses larger
-// entrypoints before it starts the checker.
-const maxModule = 512 << 20
 
 // CheckMain is the module checker's entry point: it reads a module from
 // stdin, checks that os.Args[1] is an entry function of it (see Check), and
@@ -37,13 +35,13 @@ func CheckMain() int {
 // readStdinModule reads a helper's module from stdin; on failure it
 // returns nil and the helper's exit status, with the reason on stderr.
 func readStdinModule() ([]byte, int) {
-	bin, err := io.ReadAll(io.LimitReader(os.Stdin, maxModule+1))
+	bin, err := io.ReadAll(io.LimitReader(os.Stdin, wasmmod.MaxSize+1))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "read module: %v\n", err)
 		return nil, ExitRunner
 	}
-	if len(bin) > maxModule {
-		fmt.Fprintf(os.Stderr, "module is larger than %d bytes\n", maxModule)
+	if len(bin) > wasmmod.MaxSize {
+		fmt.Fprintf(os.Stderr, "module is larger than %d bytes\n", wasmmod.MaxSize)
 		return nil, ExitCannotRun
 	}
 	return bin, 0

@@ -13,12 +13,8 @@ import (
 func compileInto(t *testing.T, bin []byte) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	exports, err := Compile(context.Background(), bin, dir)
-	if err != nil {
+	if err := Compile(context.Background(), bin, dir); err != nil {
 		t.Fatal(err)
-	}
-	if err := exports.CheckExport(testEntryFunc); err != nil {
-		t.Fatalf("exports %v: %v", exports, err)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "wazero-*", "*"))
 	if len(files) != 1 {
@@ -55,22 +51,6 @@ func TestRunFromCache(t *testing.T) {
 				t.Errorf("stderr %q; want a warning: %v", stderr, tt.wantWarn)
 			}
 		})
-	}
-}
-
-func TestExportsCheck(t *testing.T) {
-	exports := Exports{"_start": nil, "add": {"i32", "i32"}, "one": {"i64"}}
-	tests := []struct{ fn, want string }{
-		{"_start", ""},
-		{"main", `no exported function "main"`},
-		{"add", `exported function "add" takes 2 parameters (i32, i32)`},
-		{"one", `exported function "one" takes 1 parameters (i64)`},
-	}
-	for _, tt := range tests {
-		err := exports.CheckExport(tt.fn)
-		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
-			t.Errorf("CheckExport(%q) = %v, want %q", tt.fn, err, tt.want)
-		}
 	}
 }
 

@@ -46,6 +46,9 @@ type Config struct {
 	// cache layout holding the module's compiled code (CachePath): the
 	// runner loads it instead of compiling, and compiles if that fails.
 	Cache string `json:"cache,omitempty"`
+	// CacheResult says how the shim got the compiled code in Cache:
+	// CodeHit or CodeMiss. The runner only reports it (see Trace.Code).
+	CacheResult string `json:"cache_result,omitempty"`
 	// Trace has the runner write how long each of its phases took to the
 	// guest's stderr once the guest has returned (see Trace).
 	Trace bool `json:"trace,omitempty"`

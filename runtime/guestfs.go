@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/pathwalk"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 )
 
 // deniedFSTypes are the kernel interface file systems a guest may never
@@ -167,6 +168,9 @@ func (c *ConfinedFS) mapFile(p string) ([]byte, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("not a regular file")
+	}
+	if st.Size > wasmmod.MaxSize {
+		return nil, fmt.Errorf("module is %d bytes, more than the %d a module may have", st.Size, wasmmod.MaxSize)
 	}
 	if st.Size == 0 {
 		return []byte{}, nil

@@ -19,6 +19,8 @@ import (
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 )
 
 // Stdio is the guest's standard input, output and error.
@@ -195,7 +197,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		return fail(ExitCannotRun, "read module %s: %v", cfg.Module, err)
 	}
 	phase(&trace.Read)
-	rt, compiled, err := compile(ctx, cfg, bin, stdio.Stderr)
+	rt, compiled, cached, err := compile(ctx, cfg, bin, stdio.Stderr)
 	if rt != nil {
 		defer rt.Close(ctx)
 	}
@@ -203,6 +205,10 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
 	phase(&trace.Load)
+	trace.Code = CodeCompiled
+	if cached {
+		trace.Code = cfg.CacheResult
+	}
 	if err := CheckEntry(compiled, cfg.Func); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
@@ -257,13 +263,14 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 // compile loads the module's compiled code from cfg.Cache or, failing
 // that, compiles it. A cache that cannot be used is reported on stderr and
 // costs the compile, never the container.
-func compile(ctx context.Context, cfg *Config, bin []byte, stderr io.Writer) (wazero.Runtime, wazero.CompiledModule, error) {
+// cached tells whether the code came from cfg.Cache.
+func compile(ctx context.Context, cfg *Config, bin []byte, stderr io.Writer) (_ wazero.Runtime, _ wazero.CompiledModule, cached bool, _ error) {
 	if cfg.Cache != "" {
 		rt, err := newRuntime(ctx, cfg.Cache)
 		if err == nil {
 			var compiled wazero.CompiledModule
 			if compiled, err = rt.CompileModule(ctx, bin); err == nil {
-				return rt, compiled, nil
+				return rt, compiled, true, nil
 			}
 			rt.Close(ctx)
 		}
@@ -271,28 +278,33 @@ func compile(ctx context.Context, cfg *Config, bin []byte, stderr io.Writer) (wa
 	}
 	rt, err := newRuntime(ctx, "")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	compiled, err := rt.CompileModule(ctx, bin)
-	return rt, compiled, err
+	return rt, compiled, false, err
 }
 
 // CheckEntry reports whether a compiled module exports fn as a function the
-// runner can call: one that takes no parameters.
+// runner can call: one that takes no parameters. The shim checked as much
+// from the module's export section before (package wasmmod); this is
+// wazero's word on it.
 func CheckEntry(m wazero.CompiledModule, fn string) error {
-	exports := Exports{}
-	if def, ok := m.ExportedFunctions()[fn]; ok {
-		exports[fn] = typeNames(def.ParamTypes())
+	def, ok := m.ExportedFunctions()[fn]
+	if !ok {
+		return fmt.Errorf("no exported function %q", fn)
 	}
-	return exports.CheckExport(fn)
-}
-
-func typeNames(ts []api.ValueType) []string {
-	names := make([]string, len(ts))
-	for i, t := range ts {
-		names[i] = api.ValueTypeName(t)
+	if params := def.ParamTypes(); len(params) != 0 {
+		names := make([]string, len(params))
+		for i, t := range params {
+			names[i] = api.ValueTypeName(t)
+		}
+		noun := "parameters"
+		if len(params) == 1 {
+			noun = "parameter"
+		}
+		return fmt.Errorf("exported function %q takes %d %s (%s); an entry function takes none", fn, len(params), noun, strings.Join(names, ", "))
 	}
-	return names
+	return nil
 }
 
 // readModule reads (or maps) a module through the confined file system, so
@@ -310,6 +322,9 @@ func readModule(root experimentalsys.FS, p string) ([]byte, error) {
 	if errno != 0 {
 		return nil, errno
 	}
+	if st.Size > wasmmod.MaxSize {
+		return nil, fmt.Errorf("module is %d bytes, more than the %d a module may have", st.Size, wasmmod.MaxSize)
+	}
 	out := make([]byte, 0, st.Size)
 	buf := make([]byte, 1<<20)
 	for {
@@ -320,6 +335,9 @@ func readModule(root experimentalsys.FS, p string) ([]byte, error) {
 		}
 		if n == 0 {
 			return out, nil
+		}
+		if len(out) > wasmmod.MaxSize {
+			return nil, fmt.Errorf("module grew past the %d bytes a module may have while it was read", wasmmod.MaxSize)
 		}
 	}
 }

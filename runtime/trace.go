@@ -10,6 +10,17 @@ import (
 // TracePrefix starts the line a tracing runner writes to stderr.
 const TracePrefix = "containerd-shim-wasm trace: "
 
+// Where a runner's compiled code came from (Trace.Code).
+const (
+	// CodeHit: the shim found it in the node's cache at Create.
+	CodeHit = "hit"
+	// CodeMiss: the shim compiled it at Create (and cached it).
+	CodeMiss = "miss"
+	// CodeCompiled: the runner compiled it (no cache entry could be
+	// used, or an exec of another module than the container's).
+	CodeCompiled = "compiled"
+)
+
 // Trace is how long each phase of a runner took, written as one JSON line
 // after TracePrefix when Config.Trace is set (for benchmarks and
 // debugging; it is the guest's stderr, so it is off by default).
@@ -27,6 +38,9 @@ type Trace struct {
 	Instantiate time.Duration `json:"instantiate_ns"`
 	// Run is the guest's entry function.
 	Run time.Duration `json:"run_ns"`
+	// Code is where the compiled code came from: CodeHit, CodeMiss or
+	// CodeCompiled.
+	Code string `json:"code"`
 
 	last time.Time
 }

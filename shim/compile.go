@@ -1,11 +1,9 @@
 package shim
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,10 +34,9 @@ const (
 
 // compiledModule returns the cache entry of the entrypoint module, pinned
 // for this container: found in the node's cache, or compiled now in a
-// helper process and added. The entry says which functions the module
-// exports, so the entry function is checked on a hit too. With a cache
-// that cannot be used, it returns nil after checking the module in a
-// helper, and the runner compiles it.
+// helper process and added. With a cache that cannot be used, it returns
+// nil after validating the module in a helper, and the runner compiles it.
+// The module's entry function has been checked before (checkEntry).
 func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*cache.Entry, error) {
 	f, err := os.OpenFile(ep.HostPath, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -56,7 +53,7 @@ func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*ca
 		return nil, checkModule(ctx, ep)
 	}
 	compile := func(ctx context.Context, dir string) ([]byte, error) {
-		return compileInHelper(ctx, opts, f, digest, dir, ep)
+		return nil, compileInHelper(ctx, opts, f, digest, dir, ep)
 	}
 	warn := func(err error) { log.G(ctx).WithError(err).Warn("compile cache") }
 	entry, err := c.Get(ctx, digest, compile, warn)
@@ -68,15 +65,6 @@ func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*ca
 		log.G(ctx).WithError(err).Warn("compile cache unusable: checking the module, the runner will compile it")
 		return nil, checkModule(ctx, ep)
 	}
-	var exports runtime.Exports
-	if err := json.Unmarshal(entry.Meta, &exports); err != nil {
-		entry.Release()
-		return nil, fmt.Errorf("compile cache entry of %s: exports: %w", ep.Path, err)
-	}
-	if err := exports.CheckExport(ep.Func); err != nil {
-		entry.Release()
-		return nil, fmt.Errorf("entrypoint %s: %w: %w", ep.Path, err, errdefs.ErrInvalidArgument)
-	}
 	return entry, nil
 }
 
@@ -85,10 +73,7 @@ func openCache(opts *Options) (*cache.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cache.Open(cache.Options{Root: opts.CacheRoot, MaxBytes: opts.CacheMaxBytes, Engine: engine, CheckMeta: func(meta []byte) error {
-		var exports runtime.Exports
-		return json.Unmarshal(meta, &exports)
-	}})
+	return cache.Open(cache.Options{Root: opts.CacheRoot, MaxBytes: opts.CacheMaxBytes, Engine: engine})
 }
 
 func sha256Hex(r io.Reader) (string, error) {
@@ -112,20 +97,20 @@ func (e *compileError) Unwrap() error { return e.err }
 // memory lands in the long-lived shim. The module reaches the helper
 // through a pipe once it is in its cgroup, and is hashed on the way: what
 // was compiled must be what was looked up.
-func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir string, ep *oci.Entrypoint) ([]byte, error) {
+func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir string, ep *oci.Entrypoint) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("read module %s: %w", ep.Path, err)
+		return fmt.Errorf("read module %s: %w", ep.Path, err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("compile %s: %w", ep.Path, err)
+		return fmt.Errorf("compile %s: %w", ep.Path, err)
 	}
 	defer pr.Close()
 	defer pw.Close()
 	start := time.Now()
 	h, err := startHelper(ctx, runtime.CompilerName, []string{dir}, pr)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	pr.Close()
 	limit := opts.CompileMemoryLimit
@@ -147,7 +132,7 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	if err != nil {
 		h.kill()
 		h.wait()
-		return nil, fmt.Errorf("compile helper: %w", err)
+		return fmt.Errorf("compile helper: %w", err)
 	}
 	defer func() {
 		if err := group.Delete(); err != nil {
@@ -159,27 +144,27 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	pw.Close()
 	status, msg, err := h.wait()
 	if err != nil {
-		return nil, fmt.Errorf("compile helper: %w", err)
+		return fmt.Errorf("compile helper: %w", err)
 	}
 	switch {
 	case status == 0:
 	case refused(ep, status, msg) != nil:
-		return nil, &compileError{refused(ep, status, msg)}
+		return &compileError{refused(ep, status, msg)}
 	case group.OOMKilled():
-		return nil, &compileError{fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit): %w", ep.Path, limit, errdefs.ErrResourceExhausted)}
+		return &compileError{fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit): %w", ep.Path, limit, errdefs.ErrResourceExhausted)}
 	case h.timedOut.Load():
-		return nil, &compileError{fmt.Errorf("compile module %s: took more than %s: %w", ep.Path, helperTimeout, context.DeadlineExceeded)}
+		return &compileError{fmt.Errorf("compile module %s: took more than %s: %w", ep.Path, helperTimeout, context.DeadlineExceeded)}
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("compile module %s: %w", ep.Path, ctx.Err())
+		return fmt.Errorf("compile module %s: %w", ep.Path, ctx.Err())
 	default:
-		return nil, fmt.Errorf("compile helper for %s failed with status %d: %s", ep.Path, status, msg)
+		return fmt.Errorf("compile helper for %s failed with status %d: %s", ep.Path, status, msg)
 	}
 	if copyErr != nil {
-		return nil, fmt.Errorf("read module %s: %w", ep.Path, copyErr)
+		return fmt.Errorf("read module %s: %w", ep.Path, copyErr)
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != digest {
-		return nil, fmt.Errorf("module %s changed while it was compiled", ep.Path)
+		return fmt.Errorf("module %s changed while it was compiled", ep.Path)
 	}
-	log.G(ctx).Debugf("compiled %s (sha256 %s) in %s", ep.Path, digest, time.Since(start))
-	return bytes.TrimSpace(h.stdout.Bytes()), nil
+	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "sha256": digest, "took": time.Since(start)}).Info("compiled")
+	return nil
 }

@@ -130,6 +130,14 @@ func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Proces
 	if ep.Kind != oci.Wasm {
 		return nil, nil, nil
 	}
+	cfg, err := toRunner(ep, proc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("exec: %w", err)
+	}
+	cfg.Trace = c.wasm.opts.Trace
+	if err := checkEntry(ctx, ep); err != nil {
+		return nil, nil, fmt.Errorf("exec: %w", err)
+	}
 	entry, err := compiledModule(ctx, c.wasm.opts, ep)
 	if err != nil {
 		return nil, nil, fmt.Errorf("exec: %w", err)
@@ -137,16 +145,11 @@ func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Proces
 	if entry != nil {
 		defer entry.Release()
 	}
-	cfg, err := toRunner(ep, proc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("exec: %w", err)
-	}
-	cfg.Trace = c.wasm.opts.Trace
 	// The container has its own module's compiled code mounted; another
 	// module's cannot be mounted into a running container, so the runner
 	// compiles that one (the node's cache has it for the next container).
 	if entry != nil && entry.Name == c.wasm.entryName {
-		cfg.Cache = runtime.CachePath
+		cfg.Cache, cfg.CacheResult = runtime.CachePath, runtime.CodeHit
 	}
 	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "cached": cfg.Cache != ""}).Debug("wasm exec")
 	return proc, cfg, nil

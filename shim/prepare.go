@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -15,13 +17,15 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime/cache"
 )
 
-// wasmBundle is what prepareBundle made of a Wasm container.
-type wasmBundle struct {
+// preparedRunner is what prepareBundle made ready for a Wasm container's
+// runner.
+type preparedRunner struct {
 	// config is the runner's configuration.
 	config *runtime.Config
 	// entry is the module's compiled code, pinned until runc has mounted
@@ -30,11 +34,14 @@ type wasmBundle struct {
 }
 
 // prepareBundle finds out what the container's entrypoint is and, for a Wasm
-// module, has it compiled (or finds it compiled), rewrites the bundle's
-// spec so that runc starts the runner, and returns the runner's
-// configuration. The rootfs is mounted only while that is done: runc's
-// shim mounts it again for the container, and owns its cleanup.
-func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (_ oci.Kind, _ *wasmBundle, retErr error) {
+// module, checks what is cheap to check (the spec, the runner's
+// environment, the module's size and entry function), then has the module
+// compiled (or finds it compiled), rewrites the bundle's spec so that runc
+// starts the runner, and returns the runner's configuration. A module that
+// cannot run is never compiled. The rootfs is mounted only while that is
+// done: runc's shim mounts it again for the container, and owns its
+// cleanup.
+func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (_ oci.Kind, _ *preparedRunner, retErr error) {
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		var mounts []mount.Mount
@@ -70,45 +77,78 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 	if !hasDevTmpfs(spec) {
 		return 0, nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
+	cfg, err := toRunner(ep, spec.Process)
+	if err != nil {
+		return 0, nil, err
+	}
+	cfg.Trace = opts.Trace
+	if err := checkEntry(ctx, ep); err != nil {
+		return 0, nil, err
+	}
 	entry, err := compiledModule(ctx, opts, ep)
 	if err != nil {
 		return 0, nil, err
 	}
-	cfg, err := writeRunnerSpec(r.Bundle, spec, ep, entry)
-	if err != nil {
+	if err := writeRunnerSpec(r.Bundle, spec, cfg, entry); err != nil {
 		if entry != nil {
 			entry.Release()
 		}
 		return 0, nil, err
 	}
-	cfg.Trace = opts.Trace
-	return ep.Kind, &wasmBundle{config: cfg, entry: entry}, nil
+	return ep.Kind, &preparedRunner{config: cfg, entry: entry}, nil
 }
 
-// writeRunnerSpec rewrites the spec so that the container's process is the
-// runner, with an empty environment, bind-mounted read-only from the shim's
-// own binary on the container's /dev (a tmpfs of its own), leaving the
-// image's rootfs untouched. It returns the runner's configuration, which
-// reaches the runner as a descriptor, never as a file in the container.
-// The module's compiled code, if entry is not nil, is bind-mounted
-// read-only as the one entry of a wazero cache directory on /dev as well.
-func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint, entry *cache.Entry) (*runtime.Config, error) {
+// checkEntry reads the module's sections up to its exports (not its code)
+// and checks that it exports its entry function, callable as one. It is
+// the check that spares a compile of a module that cannot run. A module
+// using what the reader leaves to the compiler (wasmmod.ErrUnsupported) is
+// let through: the compile judges it.
+func checkEntry(ctx context.Context, ep *oci.Entrypoint) error {
+	f, err := os.OpenFile(ep.HostPath, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open module %s: %w", ep.Path, err)
+	}
+	defer f.Close()
+	exports, err := wasmmod.ReadExports(bufio.NewReader(f))
+	var fe *wasmmod.FormatError
+	switch {
+	case errors.Is(err, wasmmod.ErrUnsupported):
+		log.G(ctx).WithError(err).Debugf("entrypoint %s: left to the compile", ep.Path)
+		return nil
+	case errors.As(err, &fe):
+		return fmt.Errorf("entrypoint %s: invalid module: %w: %w", ep.Path, err, errdefs.ErrInvalidArgument)
+	case err != nil:
+		return fmt.Errorf("read module %s: %w", ep.Path, err)
+	}
+	if err := exports.CheckEntry(ep.Func); err != nil {
+		return fmt.Errorf("entrypoint %s: %w: %w", ep.Path, err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// writeRunnerSpec writes the spec, whose process toRunner has made the
+// runner, with the runner bind-mounted read-only from the shim's own
+// binary on the container's /dev (a tmpfs of its own), leaving the image's
+// rootfs untouched. The runner's configuration cfg reaches it as a
+// descriptor, never as a file in the container. The module's compiled
+// code, if entry is not nil, is bind-mounted read-only as the one entry of
+// a wazero cache directory on /dev as well, and cfg says so.
+func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runtime.Config, entry *cache.Entry) error {
 	if !hasDevTmpfs(spec) {
-		return nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
+		return fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("find the shim's binary for the runner: %w", err)
-	}
-	cfg, err := toRunner(ep, spec.Process)
-	if err != nil {
-		return nil, err
+		return fmt.Errorf("find the shim's binary for the runner: %w", err)
 	}
 	spec.Mounts = append(spec.Mounts,
 		specs.Mount{Destination: runtime.RunnerPath, Type: "bind", Source: self, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
 	)
 	if entry != nil {
-		cfg.Cache = runtime.CachePath
+		cfg.Cache, cfg.CacheResult = runtime.CachePath, runtime.CodeMiss
+		if entry.Hit {
+			cfg.CacheResult = runtime.CodeHit
+		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{
 			Destination: path.Join(runtime.CachePath, entry.Name), Type: "bind", Source: entry.Path,
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
@@ -120,10 +160,7 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, ep *oci.Entrypoint, entry 
 			Options: []string{"ro", "nosuid", "noexec", "nodev"},
 		})
 	}
-	if err := oci.WriteSpec(bundle, spec); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return oci.WriteSpec(bundle, spec)
 }
 
 // mountsCgroups reports whether spec mounts the container's cgroups (as

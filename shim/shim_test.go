@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -113,7 +114,7 @@ func TestTakeListenEnv(t *testing.T) {
 
 // TestWriteRunnerSpec: a Wasm entrypoint becomes the runner, mounted on the
 // container's /dev, with an empty environment; a spec without a /dev tmpfs
-// is refused with a clear error and left as it was.
+// is refused with a clear error and not written.
 func TestWriteRunnerSpec(t *testing.T) {
 	ep := &oci.Entrypoint{Arg0: "/app.wasm", Path: "/app.wasm", Func: "_start", Kind: oci.Wasm}
 	spec := func(mounts ...specs.Mount) *specs.Spec {
@@ -124,8 +125,16 @@ func TestWriteRunnerSpec(t *testing.T) {
 		}
 	}
 	bundle := t.TempDir()
+	// What prepareBundle does once the checks have passed.
+	prepare := func(s *specs.Spec) (*runtime.Config, error) {
+		cfg, err := toRunner(ep, s.Process)
+		if err != nil {
+			return nil, err
+		}
+		return cfg, writeRunnerSpec(bundle, s, cfg, nil)
+	}
 	bad := spec(specs.Mount{Destination: "/proc", Type: "proc"})
-	if _, err := writeRunnerSpec(bundle, bad, ep, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
+	if err := writeRunnerSpec(bundle, bad, &runtime.Config{}, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("spec without /dev tmpfs: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(bundle, oci.SpecFile)); err == nil || bad.Process.Args[0] != "/app.wasm" {
@@ -133,7 +142,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	}
 
 	good := spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
-	cfg, err := writeRunnerSpec(bundle, good, ep, nil)
+	cfg, err := prepare(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +164,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 		t.Errorf("cgroup mount %+v", cgroup)
 	}
 	withCgroups := spec(specs.Mount{Destination: "/dev", Type: "tmpfs"}, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"})
-	if _, err := writeRunnerSpec(bundle, withCgroups, ep, nil); err != nil {
+	if _, err := prepare(withCgroups); err != nil {
 		t.Fatal(err)
 	}
 	if written, _ := oci.ReadSpec(bundle); slices.ContainsFunc(written.Mounts, func(m specs.Mount) bool { return m.Destination == runtime.CgroupPath }) {
@@ -163,7 +172,50 @@ func TestWriteRunnerSpec(t *testing.T) {
 	}
 	bad = spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})
 	bad.Process.Env = []string{"WASM_LISTEN=nope"}
-	if _, err := writeRunnerSpec(bundle, bad, ep, nil); err == nil || !errdefs.IsInvalidArgument(err) {
+	if _, err := prepare(bad); err == nil || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("bad WASM_LISTEN: %v", err)
+	}
+}
+
+// TestCheckEntry: the entry function is checked from the export section
+// before any compile; what the reader leaves to the compiler passes.
+func TestCheckEntry(t *testing.T) {
+	const (
+		header  = "\x00asm\x01\x00\x00\x00"
+		typ     = "\x01\x04\x01\x60\x00\x00" // one type: () -> ()
+		fn      = "\x03\x02\x01\x00"         // one function of type 0
+		code    = "\x0a\x04\x01\x02\x00\x0b" // its body: end
+		start   = "\x07\x0a\x01\x06_start\x00\x00"
+		main    = "\x07\x08\x01\x04main\x00\x00"
+		exnType = "\x01\x05\x01\x60\x00\x01\x69" // () -> (exnref): a later proposal
+	)
+	for _, tt := range []struct {
+		name, module, fn, want string
+	}{
+		{"entry", header + typ + fn + start + code, "_start", ""},
+		{"no _start", header + typ + fn + main + code, "_start", `no exported function "_start" (exports: main)`},
+		{"other entry", header + typ + fn + main + code, "main", ""},
+		{"corrupt", header + "\x01\xff", "_start", "invalid module"},
+		{"not Wasm", "#!/bin/sh\n", "_start", "invalid module"},
+		{"later proposal", header + exnType + fn + start + code, "_start", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "m.wasm")
+			os.WriteFile(p, []byte(tt.module), 0o644)
+			err := checkEntry(context.Background(), &oci.Entrypoint{Path: "/m.wasm", HostPath: p, Func: tt.fn})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "/m.wasm") || !errdefs.IsInvalidArgument(err) {
+				t.Errorf("got %v, want an invalid argument naming /m.wasm and saying %q", err, tt.want)
+			}
+		})
+	}
+	err := checkEntry(context.Background(), &oci.Entrypoint{Path: "/gone.wasm", HostPath: filepath.Join(t.TempDir(), "gone"), Func: "_start"})
+	if err == nil || !strings.Contains(err.Error(), "/gone.wasm") {
+		t.Errorf("a missing module: %v", err)
 	}
 }
