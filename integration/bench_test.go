@@ -24,8 +24,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci/image"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 // TestBench is `make bench`: a benchmark, not a test. It measures, on the
@@ -354,9 +354,9 @@ func (b *bench) breakdown(t *testing.T) {
 				ph[key] = append(ph[key], shim[key])
 			}
 			ph["total"] = append(ph["total"], total)
-			if line := findLine(stderr, runtime.TracePrefix); line != "" {
-				var tr runtime.Trace
-				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, runtime.TracePrefix)), &tr); err != nil {
+			if line := findLine(stderr, runner.TracePrefix); line != "" {
+				var tr runner.Trace
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, runner.TracePrefix)), &tr); err != nil {
 					t.Fatalf("trace %q: %v", line, err)
 				}
 				if !started.IsZero() {

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
 
 // ownCache writes runtime options with a compile cache of the test's own
@@ -34,13 +34,13 @@ func ownCache(t *testing.T, extra string) ([]string, string) {
 }
 
 // codeOf returns where a traced runner's compiled code came from
-// (runtime.CodeHit, CodeMiss or CodeCompiled), read from the trace it
+// (runner.CodeHit, CodeMiss or CodeCompiled), read from the trace it
 // wrote on the guest's stderr.
 func codeOf(t *testing.T, stderr string) string {
 	t.Helper()
 	for _, l := range strings.Split(stderr, "\n") {
-		if rest, ok := strings.CutPrefix(l, runtime.TracePrefix); ok {
-			var tr runtime.Trace
+		if rest, ok := strings.CutPrefix(l, runner.TracePrefix); ok {
+			var tr runner.Trace
 			if err := json.Unmarshal([]byte(rest), &tr); err != nil {
 				t.Fatalf("trace %q: %v", rest, err)
 			}
@@ -96,11 +96,11 @@ func runProbeEcho(t *testing.T, flags []string, args ...string) string {
 // the entry is root-only on the host and nothing is left pinned.
 func TestCache(t *testing.T) {
 	flags, dir := ownCache(t, "")
-	if code := runProbeEcho(t, flags, "first"); code != runtime.CodeMiss {
+	if code := runProbeEcho(t, flags, "first"); code != runner.CodeMiss {
 		t.Errorf("first run of the module: code %q, want compiled at Create", code)
 	}
 	for i := 0; i < 2; i++ {
-		if code := runProbeEcho(t, flags, "again"); code != runtime.CodeHit {
+		if code := runProbeEcho(t, flags, "again"); code != runner.CodeHit {
 			t.Errorf("later run of the module: code %q, want a cache hit", code)
 		}
 	}
@@ -173,18 +173,18 @@ func TestCacheIsolation(t *testing.T) {
 	var mounts []string
 	for _, l := range strings.Split(string(mountinfo), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 5 && strings.HasPrefix(f[4], runtime.CachePath+"/") {
+		if len(f) > 5 && strings.HasPrefix(f[4], runner.CachePath+"/") {
 			mounts = append(mounts, f[4])
 			if !slices.Contains(strings.Split(f[5], ","), "ro") || !strings.Contains(f[5], "noexec") {
 				t.Errorf("compiled code mounted with %s, want ro and noexec", f[5])
 			}
 		}
 	}
-	if want := runtime.CachePath + "/" + name; len(mounts) != 1 || mounts[0] != want {
+	if want := runner.CachePath + "/" + name; len(mounts) != 1 || mounts[0] != want {
 		t.Errorf("compiled code mounted in the container: %v, want only %s", mounts, want)
 	}
 	b.terminate(t)
-	r := run(t, flags, "/probe.wasm", "open", runtime.CachePath+"/"+name, runtime.CachePath)
+	r := run(t, flags, "/probe.wasm", "open", runner.CachePath+"/"+name, runner.CachePath)
 	if strings.Count(r.stdout, "refused") != 2 {
 		t.Errorf("guest opening its compiled code: %q", r.stdout)
 	}
@@ -256,13 +256,13 @@ func TestCacheDamaged(t *testing.T) {
 			}
 			otherEntry := newestEntry(t, dir)
 			tt.damage(t, probeEntry, otherEntry)
-			if code := runProbeEcho(t, flags, "after damage"); code != runtime.CodeMiss {
+			if code := runProbeEcho(t, flags, "after damage"); code != runner.CodeMiss {
 				t.Errorf("after the damage: code %q, want compiled again at Create", code)
 			}
 			if r := run(t, flags, "/exit42.wasm"); r.code != 42 {
 				t.Errorf("the other module after the damage: %+v", r)
 			}
-			if code := runProbeEcho(t, flags, "repaired"); code != runtime.CodeHit {
+			if code := runProbeEcho(t, flags, "repaired"); code != runner.CodeHit {
 				t.Errorf("the entry compiled again: code %q, want a cache hit", code)
 			}
 		})
@@ -305,7 +305,7 @@ func TestCacheConcurrentCreates(t *testing.T) {
 	for _, c := range codes {
 		count[c]++
 	}
-	if count[runtime.CodeMiss] != 1 || count[runtime.CodeHit] != n-1 {
+	if count[runner.CodeMiss] != 1 || count[runner.CodeHit] != n-1 {
 		t.Errorf("concurrent creates: %v, want 1 compile and %d hits", codes, n-1)
 	}
 	if got := dirLen(t, filepath.Join(dir, "entries")); got != 1 {
@@ -317,7 +317,7 @@ func TestCacheConcurrentCreates(t *testing.T) {
 // the same (the runner compiles) and the shim says why.
 func TestCacheUnusable(t *testing.T) {
 	flags := unusableCache(t)
-	if code := runProbeEcho(t, flags, "no cache"); code != runtime.CodeCompiled {
+	if code := runProbeEcho(t, flags, "no cache"); code != runner.CodeCompiled {
 		t.Errorf("with an unusable cache: code %q, want compiled by the runner", code)
 	}
 	if r := run(t, flags, "/corrupt.wasm"); r.code == 0 || !strings.Contains(r.stderr, "/corrupt.wasm") {
@@ -341,7 +341,7 @@ func unusableCache(t *testing.T) []string {
 func TestCacheEviction(t *testing.T) {
 	flags, dir := ownCache(t, "CacheMaxBytes = 1\n")
 	for i := 0; i < 2; i++ {
-		if code := runProbeEcho(t, flags, "evicted"); code != runtime.CodeMiss {
+		if code := runProbeEcho(t, flags, "evicted"); code != runner.CodeMiss {
 			t.Errorf("code %q: an entry past the bound was kept", code)
 		}
 	}
@@ -404,15 +404,15 @@ func TestTrace(t *testing.T) {
 	flags, _ := ownCache(t, "") // Trace = true
 	runProbeEcho(t, flags, "warm")
 	_, r := runNamed(t, nil, flags, "/probe.wasm", "echo", "traced")
-	line := findLine(r.stderr, runtime.TracePrefix)
-	var tr runtime.Trace
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, runtime.TracePrefix)), &tr); err != nil {
+	line := findLine(r.stderr, runner.TracePrefix)
+	var tr runner.Trace
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, runner.TracePrefix)), &tr); err != nil {
 		t.Fatalf("trace line %q in %q: %v", line, r.stderr, err)
 	}
-	if tr.Load <= 0 || tr.Run <= 0 || tr.Started.IsZero() || tr.Load > 10*time.Second || tr.Code != runtime.CodeHit {
+	if tr.Load <= 0 || tr.Run <= 0 || tr.Started.IsZero() || tr.Load > 10*time.Second || tr.Code != runner.CodeHit {
 		t.Errorf("trace %+v", tr)
 	}
-	if r := run(t, nil, "/probe.wasm", "echo", "untraced"); strings.Contains(r.stderr, runtime.TracePrefix) {
+	if r := run(t, nil, "/probe.wasm", "echo", "untraced"); strings.Contains(r.stderr, runner.TracePrefix) {
 		t.Errorf("traced without the option: %q", r.stderr)
 	}
 }

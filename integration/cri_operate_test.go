@@ -13,7 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
 
 // criCgroupValue reads a number from a file of CRI container id's cgroup.

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
 
 const (

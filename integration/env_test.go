@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
 
 // env is one private containerd and what the tests need around it.

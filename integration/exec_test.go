@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
 
 // execIn runs `ctr task exec` in container id and returns its result.
@@ -113,7 +113,7 @@ func TestExec(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
 		want string
-	}{{[]string{"/probe.wasm", "echo", "x"}, runtime.CodeHit}, {[]string{"/exit42.wasm"}, runtime.CodeCompiled}} {
+	}{{[]string{"/probe.wasm", "echo", "x"}, runner.CodeHit}, {[]string{"/exit42.wasm"}, runner.CodeCompiled}} {
 		r := execIn(t, b.id, "traced", nil, tt.args...)
 		if code := codeOf(t, r.stderr); code != tt.want {
 			t.Errorf("exec of %s: code %q, want %q", tt.args[0], code, tt.want)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
 
 // taskStatus is the task's status in `ctr task ls`.

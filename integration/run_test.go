@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
 
 const runtimeName = "io.containerd.wasm.v1"

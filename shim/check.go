@@ -6,12 +6,12 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 // checkModule decodes and validates the entrypoint module, and checks its
-// entry function, in a helper (runtime.CheckerName) with wazero's
+// entry function, in a helper (runner.CheckerName) with wazero's
 // interpreter: what Create does instead of compiling when the compile
 // cache cannot be used. The module reaches the helper as its stdin.
 func checkModule(ctx context.Context, ep *oci.Entrypoint) error {
@@ -20,7 +20,7 @@ func checkModule(ctx context.Context, ep *oci.Entrypoint) error {
 		return fmt.Errorf("open module %s: %w", ep.Path, err)
 	}
 	defer f.Close()
-	h, err := startHelper(ctx, runtime.CheckerName, []string{ep.Func}, f)
+	h, err := startHelper(ctx, runner.CheckerName, []string{ep.Func}, f)
 	if err != nil {
 		return err
 	}

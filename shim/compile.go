@@ -16,10 +16,10 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cache"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime/cache"
 )
 
 const (
@@ -69,7 +69,7 @@ func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*ca
 }
 
 func openCache(opts *Options) (*cache.Cache, error) {
-	engine, err := runtime.EngineID()
+	engine, err := runner.EngineID()
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (e *compileError) Error() string { return e.err.Error() }
 func (e *compileError) Unwrap() error { return e.err }
 
 // compileInHelper compiles the module in f into dir in a short-lived
-// helper process (the shim's own binary, as runtime.CompilerName) in a
+// helper process (the shim's own binary, as runner.CompilerName) in a
 // cgroup of its own, so that neither a hostile module nor the compile's
 // memory lands in the long-lived shim. The module reaches the helper
 // through a pipe once it is in its cgroup, and is hashed on the way: what
@@ -108,7 +108,7 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	defer pr.Close()
 	defer pw.Close()
 	start := time.Now()
-	h, err := startHelper(ctx, runtime.CompilerName, []string{dir}, pr)
+	h, err := startHelper(ctx, runner.CompilerName, []string{dir}, pr)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
 
 // newWasm records a Wasm container id, created with init pid and
@@ -372,7 +372,7 @@ func TestDeleteRace(t *testing.T) {
 	ctx := namespaces.WithNamespace(context.Background(), "default")
 	s, _, rec := newTestService()
 	newWasm(t, s.containers, "w", 100)
-	rf, err := newRunnerFiles(&runtime.Config{Module: "/m.wasm"}, log.L)
+	rf, err := newRunnerFiles(&runner.Config{Module: "/m.wasm"}, log.L)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +421,7 @@ func TestExecDescriptors(t *testing.T) {
 	s, _, _ := newTestService()
 	newWasm(t, s.containers, "w", 100)
 	add := func(execID string) *runnerFiles {
-		rf, err := newRunnerFiles(&runtime.Config{Module: "/m.wasm"}, log.L)
+		rf, err := newRunnerFiles(&runner.Config{Module: "/m.wasm"}, log.L)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 // Exec adds a process to a container. In a Wasm container, an exec whose
@@ -110,7 +110,7 @@ func decodeProcess(a *anypb.Any) (*specs.Process, error) {
 // prepareExec decodes an exec's process and, if it runs a Wasm module,
 // returns it rewritten to start the runner, and the runner's
 // configuration; a nil configuration if it is to run as it is.
-func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Process, *runtime.Config, error) {
+func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Process, *runner.Config, error) {
 	proc, err := decodeProcess(a)
 	if err != nil {
 		return nil, nil, err
@@ -149,7 +149,7 @@ func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Proces
 	// module's cannot be mounted into a running container, so the runner
 	// compiles that one (the node's cache has it for the next container).
 	if entry != nil && entry.Name == c.wasm.entryName {
-		cfg.Cache, cfg.CacheResult = runtime.CachePath, runtime.CodeHit
+		cfg.Cache, cfg.CacheResult = runner.CachePath, runner.CodeHit
 	}
 	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "cached": cfg.Cache != ""}).Debug("wasm exec")
 	return proc, cfg, nil

@@ -14,7 +14,7 @@ import (
 // for which a runner's descriptors wait (its configuration and the write
 // end of its reason pipe: see runnerFiles) gets them as extra descriptors,
 // preserved into the container (`--preserve-fds N`), so that the runner
-// finds them as runtime.ConfigFD and runtime.ReasonFD. runc's shim
+// finds them as runner.ConfigFD and runner.ReasonFD. runc's shim
 // packages start runc through this monitor but pass no extra files
 // themselves, so this is the one place where the descriptors can be handed
 // over without re-implementing their plumbing.

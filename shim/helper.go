@@ -16,15 +16,15 @@ import (
 	"github.com/containerd/errdefs"
 	runc "github.com/containerd/go-runc"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 // helperTimeout bounds how long a helper (a compile or a check) may run.
 const helperTimeout = 2 * time.Minute
 
 // helper is a short-lived process of the shim's own binary, started under
-// another argv[0] (runtime.CompilerName, runtime.CheckerName) through the
+// another argv[0] (runner.CompilerName, runner.CheckerName) through the
 // reaper, so that a hostile module can neither crash nor bloat the
 // long-lived shim. It has an empty environment, dies with the shim, and is
 // killed after helperTimeout or when its context ends.
@@ -80,9 +80,9 @@ func (h *helper) wait() (int, string, error) {
 }
 
 // refused is the error of a helper that refused the module: it exits
-// with runtime.ExitCannotRun and the reason on stderr. Otherwise nil.
+// with runner.ExitCannotRun and the reason on stderr. Otherwise nil.
 func refused(ep *oci.Entrypoint, status int, msg string) error {
-	if status == runtime.ExitCannotRun && msg != "" {
+	if status == runner.ExitCannotRun && msg != "" {
 		return fmt.Errorf("entrypoint %s: %s: %w", ep.Path, msg, errdefs.ErrInvalidArgument)
 	}
 	return nil

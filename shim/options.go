@@ -40,7 +40,7 @@ type Options struct {
 	// bytes; defaultCompileMemory by default.
 	CompileMemoryLimit int64 `toml:"CompileMemoryLimit"`
 	// Trace has the runner write its phases' durations to the guest's
-	// stderr after the guest returns (see runtime.Trace). For benchmarks
+	// stderr after the guest returns (see runner.Trace). For benchmarks
 	// and debugging only.
 	Trace bool `toml:"Trace"`
 }

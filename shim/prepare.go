@@ -17,17 +17,17 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cache"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime/cache"
 )
 
 // preparedRunner is what prepareBundle made ready for a Wasm container's
 // runner.
 type preparedRunner struct {
 	// config is the runner's configuration.
-	config *runtime.Config
+	config *runner.Config
 	// entry is the module's compiled code, pinned until runc has mounted
 	// it; nil if the cache could not be used.
 	entry *cache.Entry
@@ -133,7 +133,7 @@ func checkEntry(ctx context.Context, ep *oci.Entrypoint) error {
 // descriptor, never as a file in the container. The module's compiled
 // code, if entry is not nil, is bind-mounted read-only as the one entry of
 // a wazero cache directory on /dev as well, and cfg says so.
-func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runtime.Config, entry *cache.Entry) error {
+func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runner.Config, entry *cache.Entry) error {
 	if !hasDevTmpfs(spec) {
 		return fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
@@ -142,21 +142,21 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runtime.Config, entry
 		return fmt.Errorf("find the shim's binary for the runner: %w", err)
 	}
 	spec.Mounts = append(spec.Mounts,
-		specs.Mount{Destination: runtime.RunnerPath, Type: "bind", Source: self, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+		specs.Mount{Destination: runner.Path, Type: "bind", Source: self, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
 	)
 	if entry != nil {
-		cfg.Cache, cfg.CacheResult = runtime.CachePath, runtime.CodeMiss
+		cfg.Cache, cfg.CacheResult = runner.CachePath, runner.CodeMiss
 		if entry.Hit {
-			cfg.CacheResult = runtime.CodeHit
+			cfg.CacheResult = runner.CodeHit
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{
-			Destination: path.Join(runtime.CachePath, entry.Name), Type: "bind", Source: entry.Path,
+			Destination: path.Join(runner.CachePath, entry.Name), Type: "bind", Source: entry.Path,
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		})
 	}
 	if !mountsCgroups(spec) {
 		spec.Mounts = append(spec.Mounts, specs.Mount{
-			Destination: runtime.CgroupPath, Type: "cgroup", Source: "cgroup",
+			Destination: runner.CgroupPath, Type: "cgroup", Source: "cgroup",
 			Options: []string{"ro", "nosuid", "noexec", "nodev"},
 		})
 	}
@@ -177,19 +177,19 @@ func mountsCgroups(spec *specs.Spec) bool {
 // toRunner returns the runner's configuration for running ep as process p
 // (the guest gets p's args and environment) and rewrites p to start the
 // runner, with an empty environment; p is left as it was on error.
-func toRunner(ep *oci.Entrypoint, p *specs.Process) (*runtime.Config, error) {
+func toRunner(ep *oci.Entrypoint, p *specs.Process) (*runner.Config, error) {
 	env, listen, err := takeListenEnv(guestEnv(p))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
-	cfg := &runtime.Config{
+	cfg := &runner.Config{
 		Module: ep.Path,
 		Func:   ep.Func,
 		Args:   append([]string{ep.Arg0}, p.Args[1:]...),
 		Env:    env,
 		Listen: listen,
 	}
-	p.Args = []string{runtime.RunnerPath}
+	p.Args = []string{runner.Path}
 	p.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
 	return cfg, nil
 }
@@ -210,14 +210,14 @@ func guestEnv(p *specs.Process) []string {
 	return append(env, "PWD="+cwd)
 }
 
-// takeListenEnv removes runtime.ListenEnv from a guest environment and
+// takeListenEnv removes runner.ListenEnv from a guest environment and
 // parses it: it is the runner's, not the guest's.
-func takeListenEnv(env []string) ([]string, []runtime.Listener, error) {
+func takeListenEnv(env []string) ([]string, []runner.Listener, error) {
 	var value string
 	var found bool
 	out := env[:0:0]
 	for _, kv := range env {
-		if k, v, _ := strings.Cut(kv, "="); k == runtime.ListenEnv {
+		if k, v, _ := strings.Cut(kv, "="); k == runner.ListenEnv {
 			value, found = v, true
 			continue
 		}
@@ -226,7 +226,7 @@ func takeListenEnv(env []string) ([]string, []runtime.Listener, error) {
 	if !found {
 		return env, nil, nil
 	}
-	listen, err := runtime.ParseListen(value)
+	listen, err := runner.ParseListen(value)
 	if err != nil {
 		return nil, nil, err
 	}

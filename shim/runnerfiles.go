@@ -10,7 +10,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
 
 // sealedFile returns a read-only, sealed memfd holding data: no file in any
@@ -42,7 +42,7 @@ type runnerFiles struct {
 }
 
 // newRunnerFiles makes a runner's configuration file and reason pipe.
-func newRunnerFiles(cfg *runtime.Config, logger *log.Entry) (*runnerFiles, error) {
+func newRunnerFiles(cfg *runner.Config, logger *log.Entry) (*runnerFiles, error) {
 	var buf bytes.Buffer
 	if err := cfg.Encode(&buf); err != nil {
 		return nil, fmt.Errorf("encode runner config: %w", err)

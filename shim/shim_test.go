@@ -17,8 +17,8 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
 )
 
 func TestRuncOptions(t *testing.T) {
@@ -126,7 +126,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	}
 	bundle := t.TempDir()
 	// What prepareBundle does once the checks have passed.
-	prepare := func(s *specs.Spec) (*runtime.Config, error) {
+	prepare := func(s *specs.Spec) (*runner.Config, error) {
 		cfg, err := toRunner(ep, s.Process)
 		if err != nil {
 			return nil, err
@@ -134,7 +134,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 		return cfg, writeRunnerSpec(bundle, s, cfg, nil)
 	}
 	bad := spec(specs.Mount{Destination: "/proc", Type: "proc"})
-	if err := writeRunnerSpec(bundle, bad, &runtime.Config{}, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
+	if err := writeRunnerSpec(bundle, bad, &runner.Config{}, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("spec without /dev tmpfs: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(bundle, oci.SpecFile)); err == nil || bad.Process.Args[0] != "/app.wasm" {
@@ -153,21 +153,21 @@ func TestWriteRunnerSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runner, cgroup := written.Mounts[len(written.Mounts)-2], written.Mounts[len(written.Mounts)-1]
+	runnerMount, cgroup := written.Mounts[len(written.Mounts)-2], written.Mounts[len(written.Mounts)-1]
 	if written.Process.Args[0] != "/dev/.containerd-shim-wasm-runner" || len(written.Process.Env) != 0 ||
-		runner.Destination != "/dev/.containerd-shim-wasm-runner" || !slices.Contains(runner.Options, "ro") {
-		t.Errorf("rewritten spec: args %q env %q runner mount %+v", written.Process.Args, written.Process.Env, runner)
+		runnerMount.Destination != "/dev/.containerd-shim-wasm-runner" || !slices.Contains(runnerMount.Options, "ro") {
+		t.Errorf("rewritten spec: args %q env %q runner mount %+v", written.Process.Args, written.Process.Env, runnerMount)
 	}
 	// The runner reads its memory limit through a cgroup mount of its own,
 	// unless the spec has one (CRI's).
-	if cgroup.Destination != runtime.CgroupPath || cgroup.Type != "cgroup" || !slices.Contains(cgroup.Options, "ro") {
+	if cgroup.Destination != runner.CgroupPath || cgroup.Type != "cgroup" || !slices.Contains(cgroup.Options, "ro") {
 		t.Errorf("cgroup mount %+v", cgroup)
 	}
 	withCgroups := spec(specs.Mount{Destination: "/dev", Type: "tmpfs"}, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"})
 	if _, err := prepare(withCgroups); err != nil {
 		t.Fatal(err)
 	}
-	if written, _ := oci.ReadSpec(bundle); slices.ContainsFunc(written.Mounts, func(m specs.Mount) bool { return m.Destination == runtime.CgroupPath }) {
+	if written, _ := oci.ReadSpec(bundle); slices.ContainsFunc(written.Mounts, func(m specs.Mount) bool { return m.Destination == runner.CgroupPath }) {
 		t.Error("a second cgroup mount for a spec that has one")
 	}
 	bad = spec(specs.Mount{Destination: "/dev", Type: "tmpfs"})

@@ -8,18 +8,18 @@ import (
 	"context"
 	"os"
 
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/runtime"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	wasmshim "github.com/containerd-shim-wasm/containerd-shim-wasm/shim"
 )
 
 func main() {
 	switch os.Args[0] {
-	case runtime.RunnerPath:
-		os.Exit(runtime.Main())
-	case runtime.CheckerName:
-		os.Exit(runtime.CheckMain())
-	case runtime.CompilerName:
-		os.Exit(runtime.CompileMain())
+	case runner.Path:
+		os.Exit(runner.Main())
+	case runner.CheckerName:
+		os.Exit(runner.CheckMain())
+	case runner.CompilerName:
+		os.Exit(runner.CompileMain())
 	}
 	wasmshim.Run(context.Background())
 }

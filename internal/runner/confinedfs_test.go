@@ -1,4 +1,4 @@
-package runtime
+package runner
 
 import (
 	"io/fs"
@@ -10,93 +10,9 @@ import (
 	"github.com/moby/sys/mountinfo"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
-	"github.com/tetratelabs/wazero/sys"
 	"golang.org/x/sys/unix"
 )
 
-const sampleMountinfo = `21 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
-22 21 0:50 / /var/lib/docker rw - overlay overlay rw,lowerdir=/a,upperdir=/b,workdir=/c
-36 25 0:5 / /proc rw,nosuid - proc proc rw
-40 25 0:21 / /sys ro - sysfs sysfs ro
-41 40 0:26 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate
-42 40 0:27 / /sys/fs/cgroup/memory rw shared:10 master:3 - cgroup cgroup rw,memory
-43 40 0:7 / /sys/kernel/security rw - securityfs securityfs rw
-44 40 0:12 / /sys/kernel/debug rw - debugfs debugfs rw
-45 44 0:13 / /sys/kernel/debug/tracing rw - tracefs tracefs rw
-46 40 0:28 / /sys/fs/bpf rw - bpf bpf rw,mode=700
-47 40 0:29 / /sys/kernel/config rw - configfs configfs rw
-48 40 0:30 / /sys/fs/fuse/connections rw - fusectl fusectl rw
-49 40 0:31 / /sys/fs/pstore rw - pstore pstore rw
-50 40 0:32 / /sys/firmware/efi/efivars rw - efivarfs efivarfs rw
-51 36 0:33 / /proc/sys/fs/binfmt_misc rw - binfmt_misc binfmt_misc rw
-52 21 0:34 / /dev rw,nosuid - tmpfs tmpfs rw,mode=755
-53 52 0:35 / /dev/pts rw - devpts devpts rw
-54 52 0:36 / /dev/mqueue rw - mqueue mqueue rw
-55 21 259:3 / /boot rw - vfat /dev/nvme0n1p3 rw
-56 21 0:5 / /run/other-proc rw - proc proc rw
-57 21 253:1048575 / /big rw - ext4 /dev/mapper/big rw
-58 21 0:37 /sub /x\040y rw - tmpfs tmpfs rw
-`
-
-func TestDenylistFromMountinfo(t *testing.T) {
-	d := NewDenylist(parseMounts(t, sampleMountinfo))
-	tests := []struct {
-		major, minor uint32
-		fstype       string // "" if allowed
-	}{
-		{8, 1, ""},
-		{0, 50, ""},
-		{0, 5, "proc"},
-		{0, 21, "sysfs"},
-		{0, 26, "cgroup2"},
-		{0, 27, "cgroup"},
-		{0, 7, "securityfs"},
-		{0, 12, "debugfs"},
-		{0, 13, "tracefs"},
-		{0, 28, "bpf"},
-		{0, 29, "configfs"},
-		{0, 30, "fusectl"},
-		{0, 31, "pstore"},
-		{0, 32, "efivarfs"},
-		{0, 33, "binfmt_misc"},
-		{0, 34, ""},
-		{0, 35, ""},
-		{0, 36, ""},
-		{259, 3, ""},
-		{253, 1048575, ""},
-		{0, 37, ""},
-		{0, 6, ""},  // not mounted at all
-		{5, 0, ""},  // major and minor swapped
-		{21, 0, ""}, // of /sys
-	}
-	for _, tt := range tests {
-		dev := unix.Mkdev(tt.major, tt.minor)
-		got := d.denied(sys.Stat_t{Dev: dev, Ino: 1})
-		if got != (tt.fstype != "") {
-			t.Errorf("device %d:%d denied = %v, want %v", tt.major, tt.minor, got, tt.fstype != "")
-		}
-		if tt.fstype != "" && d.devs[dev] != tt.fstype {
-			t.Errorf("device %d:%d recorded as %q, want %q", tt.major, tt.minor, d.devs[dev], tt.fstype)
-		}
-	}
-	if len(d.devs) != 13 {
-		t.Errorf("%d devices denied, want 13: %v", len(d.devs), d.devs)
-	}
-	if len(d.files) != 0 {
-		t.Errorf("files denied from mountinfo alone: %v", d.files)
-	}
-}
-
-func TestDenylistEmpty(t *testing.T) {
-	// No mounts, no denied devices.
-	d := NewDenylist(nil)
-	if d.denied(sys.Stat_t{Dev: unix.Mkdev(0, 5), Ino: 1}) {
-		t.Error("an empty Denylist denies a file")
-	}
-}
-
-// confinedDir lays out a temp dir and returns it with a ConfinedFS over it
-// that denies the file "secret" and the directory "secretdir" by inode.
 func confinedDir(t *testing.T) (string, *ConfinedFS) {
 	t.Helper()
 	dir := t.TempDir()
@@ -528,12 +444,162 @@ func TestConfinedFSMissingDirDotDot(t *testing.T) {
 	}
 }
 
-// parseMounts parses a mountinfo table as the runner does.
-func parseMounts(t *testing.T, table string) []*mountinfo.Info {
-	t.Helper()
-	mounts, err := mountinfo.GetMountsFromReader(strings.NewReader(table), nil)
+// TestConfinedFSHost confines the real root with this process's own mount
+// table: procfs and sysfs are refused however they are reached.
+func TestConfinedFSHost(t *testing.T) {
+	mounts, err := mountinfo.GetMounts(nil)
 	if err != nil {
+		t.Skip("no /proc here")
+	}
+	deny := NewDenylist(mounts)
+	dir := t.TempDir()
+	links := map[string]string{"mem": "/proc/self/mem", "fd0": "/proc/self/fd/0", "fdrel": "../../../../../../../proc/self/fd", "root": "/proc/self/root"}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("ok"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return mounts
+	fs := NewConfinedFS(sysfs.DirFS("/"), deny)
+	rel := strings.TrimPrefix(dir, "/")
+	refused := []string{"proc/self/mem", "proc/self/fd/0", "proc/self/fd", "proc", "proc/self/root/etc/hostname",
+		rel + "/mem", rel + "/fd0", rel + "/fdrel/1", rel + "/root/etc", "sys/kernel", "sys"}
+	for _, p := range refused {
+		if p == "sys/kernel" || p == "sys" {
+			if _, err := os.Stat("/sys/kernel"); err != nil {
+				continue
+			}
+		}
+		if f, errno := fs.OpenFile(p, experimentalsys.O_RDONLY, 0); errno != experimentalsys.EACCES {
+			if f != nil {
+				f.Close()
+			}
+			t.Errorf("OpenFile(%q) errno %v, want EACCES", p, errno)
+		}
+		if _, errno := fs.Stat(p); errno != experimentalsys.EACCES {
+			t.Errorf("Stat(%q) errno %v, want EACCES", p, errno)
+		}
+	}
+	if errno := fs.Unlink("proc/self/mem"); errno != experimentalsys.EACCES {
+		t.Errorf("Unlink(proc/self/mem) errno %v, want EACCES", errno)
+	}
+	// The link itself may be looked at; what it leads to may not.
+	if _, errno := fs.Lstat(rel + "/mem"); errno != 0 {
+		t.Errorf("Lstat of the link: %v", errno)
+	}
+	if target, errno := fs.Readlink(rel + "/mem"); errno != 0 || target != "/proc/self/mem" {
+		t.Errorf("Readlink of the link = %q, %v", target, errno)
+	}
+	if errno := fs.Unlink(rel + "/mem"); errno != 0 {
+		t.Errorf("Unlink of the link itself: %v", errno)
+	}
+	f, errno := fs.OpenFile(rel+"/ok.txt", experimentalsys.O_RDONLY, 0)
+	if errno != 0 {
+		t.Fatalf("OpenFile of an ordinary file: %v", errno)
+	}
+	f.Close()
+}
+
+// TestConfinedFSFiles denies single files by inode, and keeps symlink
+// resolution inside the confined root.
+func TestConfinedFSFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(p, s string) {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("secret", "runner config")
+	write("etc/hostname", "inside")
+	for name, target := range map[string]string{"abs": "/secret", "rel": "sub/../secret", "up": "../../../../etc/hostname"} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deny := NewDenylist(nil)
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, "secret"), &st); err != nil {
+		t.Fatal(err)
+	}
+	deny.DenyFile(st.Dev, st.Ino, "secret")
+	fs := NewConfinedFS(sysfs.DirFS(dir), deny)
+	for _, p := range []string{"secret", "abs", "rel", "./secret", "etc/../secret"} {
+		if _, errno := fs.OpenFile(p, experimentalsys.O_RDONLY, 0); errno != experimentalsys.EACCES {
+			t.Errorf("OpenFile(%q) errno %v, want EACCES", p, errno)
+		}
+	}
+	for name, errno := range map[string]experimentalsys.Errno{
+		"Chmod":   fs.Chmod("abs", 0o777),
+		"Utimens": fs.Utimens("secret", 0, 0),
+		"Rename":  fs.Rename("secret", "moved"),
+		"Link":    fs.Link("secret", "hard"),
+		"Unlink":  fs.Unlink("secret"),
+	} {
+		if errno != experimentalsys.EACCES {
+			t.Errorf("%s of the denied file: errno %v, want EACCES", name, errno)
+		}
+	}
+	// An absolute or climbing symlink resolves inside the confined root.
+	f, errno := fs.OpenFile("up", experimentalsys.O_RDONLY, 0)
+	if errno != 0 {
+		t.Fatalf("OpenFile(up): %v", errno)
+	}
+	buf := make([]byte, 16)
+	n, _ := f.Read(buf)
+	f.Close()
+	if string(buf[:n]) != "inside" {
+		t.Errorf("up -> %q, want the confined root's etc/hostname", buf[:n])
+	}
+	// Ordinary work goes on.
+	if errno := fs.Mkdir("newdir", 0o755); errno != 0 {
+		t.Errorf("Mkdir: %v", errno)
+	}
+	w, errno := fs.OpenFile("newdir/file", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644)
+	if errno != 0 {
+		t.Fatalf("create: %v", errno)
+	}
+	w.Write([]byte("x"))
+	w.Close()
+	if b, err := os.ReadFile(filepath.Join(dir, "newdir", "file")); err != nil || string(b) != "x" {
+		t.Errorf("created file: %q, %v", b, err)
+	}
+}
+
+// TestConfinedFSTrailingSlash: a trailing slash keeps its meaning ("must be
+// a directory"), as the WASI test suite checks.
+func TestConfinedFSTrailingSlash(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("dir", filepath.Join(dir, "dirlink")); err != nil {
+		t.Fatal(err)
+	}
+	deny := NewDenylist(nil)
+	fs := NewConfinedFS(sysfs.DirFS(dir), deny)
+	if _, errno := fs.OpenFile("file/", experimentalsys.O_RDONLY, 0); errno != experimentalsys.ENOTDIR {
+		t.Errorf(`OpenFile("file/") errno %v, want ENOTDIR`, errno)
+	}
+	if errno := fs.Unlink("file/"); errno == 0 {
+		t.Error(`Unlink("file/") succeeded`)
+	}
+	if errno := fs.Symlink("file", "newlink/"); errno == 0 {
+		t.Error(`Symlink to "newlink/" succeeded`)
+	}
+	if st, errno := fs.Lstat("dirlink/"); errno != 0 || !st.Mode.IsDir() {
+		t.Errorf(`Lstat("dirlink/") = %v, %v; want the directory it links to`, st.Mode, errno)
+	}
+	f, errno := fs.OpenFile("dir/", experimentalsys.O_RDONLY|experimentalsys.O_DIRECTORY, 0)
+	if errno != 0 {
+		t.Fatalf(`OpenFile("dir/"): %v`, errno)
+	}
+	f.Close()
 }

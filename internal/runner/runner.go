@@ -1,4 +1,4 @@
-package runtime
+package runner
 
 import (
 	"context"
@@ -130,10 +130,10 @@ func closeInherited(keep *os.File) error {
 func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
 	deny := NewDenylist(mounts)
 	var st unix.Stat_t
-	if err := unix.Stat(RunnerPath, &st); err != nil {
-		return nil, fmt.Errorf("stat %s: %w", RunnerPath, err)
+	if err := unix.Stat(Path, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", Path, err)
 	}
-	deny.DenyFile(st.Dev, st.Ino, RunnerPath)
+	deny.DenyFile(st.Dev, st.Ino, Path)
 	if cache != "" {
 		if err := unix.Stat(cache, &st); err != nil {
 			return nil, fmt.Errorf("stat %s: %w", cache, err)

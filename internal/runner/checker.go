@@ -1,4 +1,4 @@
-package runtime
+package runner
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
+	"github.com/tetratelabs/wazero"
 )
 
 // CheckerName is the argv[0] under which the shim starts its own binary as
@@ -45,4 +46,20 @@ func readStdinModule() ([]byte, int) {
 		return nil, ExitCannotRun
 	}
 	return bin, 0
+}
+
+// Check decodes and validates a module and checks that it exports fn as an
+// entry function, without running it. It uses wazero's interpreter, which
+// validates as the compiler does but needs no executable memory and less
+// time. The shim runs it in a short-lived helper process before the
+// container is created, so that a bad module fails Create with wazero's own
+// message.
+func Check(ctx context.Context, bin []byte, fn string) error {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	compiled, err := rt.CompileModule(ctx, bin)
+	if err != nil {
+		return fmt.Errorf("invalid module: %w", err)
+	}
+	return CheckEntry(compiled, fn)
 }

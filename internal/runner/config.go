@@ -1,4 +1,4 @@
-package runtime
+package runner
 
 import (
 	"encoding/json"
@@ -7,9 +7,9 @@ import (
 )
 
 const (
-	// RunnerPath is where the shim mounts the runner binary in a Wasm
+	// Path is where the shim mounts the runner binary in a Wasm
 	// container, and the runner's argv[0] there.
-	RunnerPath = "/dev/.containerd-shim-wasm-runner"
+	Path = "/dev/.containerd-shim-wasm-runner"
 	// ConfigFD is the descriptor on which the runner finds its Config: the
 	// shim has runc preserve it into the container (--preserve-fds), and the
 	// runner closes it once read. It is never a file in the container.

@@ -1,9 +1,11 @@
-// Package runtime is the Wasm side of containerd-shim-wasm: the runner that
+// Package runner is the Wasm side of containerd-shim-wasm: the runner that
 // runs inside a container as its process and executes one WebAssembly module
-// in wazero with WASI preview 1.
+// in wazero with WASI preview 1; and the helpers the shim starts to compile
+// (Compile, CompileMain) or validate (Check, CheckMain) a module out of its
+// own process.
 //
 // The shim never runs guest code itself. It has runc start the runner (this
-// project's own binary, bind-mounted read-only at RunnerPath) as the
+// project's own binary, bind-mounted read-only at Path) as the
 // container's process, so the guest lives in the container's namespaces and
 // cgroup. The runner:
 //
@@ -20,4 +22,4 @@
 //   - maps the guest's end to an exit status (see ExitStatus).
 //
 // This package knows nothing of containerd, ttrpc or runc.
-package runtime
+package runner
