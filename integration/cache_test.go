@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -16,81 +14,6 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
-
-// ownCache writes runtime options with a compile cache of the test's own
-// and the runner's trace on (plus extra TOML lines), and returns ctr's
-// flags to use them and the cache's layout directory.
-func ownCache(t *testing.T, extra string) ([]string, string) {
-	t.Helper()
-	dir := filepath.Join(e.dir, "caches", newID(t))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := filepath.Join(dir, "options.toml")
-	if err := os.WriteFile(opts, []byte(e.runtimeOptionsWith(filepath.Join(dir, "cache"), "Trace = true\n"+extra)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"--runtime-config-path", opts}, filepath.Join(dir, "cache", "v1")
-}
-
-// codeOf returns where a traced runner's compiled code came from
-// (runner.CodeHit, CodeMiss or CodeCompiled), read from the trace it
-// wrote on the guest's stderr.
-func codeOf(t *testing.T, stderr string) string {
-	t.Helper()
-	for _, l := range strings.Split(stderr, "\n") {
-		if rest, ok := strings.CutPrefix(l, runner.TracePrefix); ok {
-			var tr runner.Trace
-			if err := json.Unmarshal([]byte(rest), &tr); err != nil {
-				t.Fatalf("trace %q: %v", rest, err)
-			}
-			return tr.Code
-		}
-	}
-	t.Fatalf("no runner trace in stderr %q", stderr)
-	return ""
-}
-
-// shimLog returns the shim's log line with msg=msg for container id, from
-// containerd's log (it is written asynchronously, so this waits a little).
-func shimLog(t *testing.T, id, msg string) string {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, _ := os.ReadFile(filepath.Join(e.dir, "containerd.log"))
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, " msg="+msg+" ") && strings.Contains(l, " id="+id+" ") {
-				return l
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q log line for %s", msg, id)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func dirLen(t *testing.T, dir string) int {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(des)
-}
-
-// runProbeEcho runs the probe module, which prints its arguments, checks
-// its output and returns where its compiled code came from (see codeOf:
-// flags must turn the trace on).
-func runProbeEcho(t *testing.T, flags []string, args ...string) string {
-	t.Helper()
-	want := strings.Join(args, " ")
-	r := run(t, flags, append([]string{"/probe.wasm", "echo"}, args...)...)
-	if r.code != 0 || !strings.Contains(r.stdout, want) {
-		t.Fatalf("probe echo %s: %+v", want, r)
-	}
-	return codeOf(t, r.stderr)
-}
 
 // TestCache: the first container compiles the module, later ones load it;
 // the entry is root-only on the host and nothing is left pinned.
@@ -190,31 +113,6 @@ func TestCacheIsolation(t *testing.T) {
 	}
 }
 
-// entryName is the name (in wazero's layout) of module's entry in the
-// cache's layout directory dir, or "".
-func entryName(t *testing.T, dir, module string) string {
-	t.Helper()
-	bin, err := os.ReadFile(module)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(bin)
-	records, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
-	for _, p := range records {
-		var rec struct{ Module, Name string }
-		if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &rec) == nil && rec.Module == hex.EncodeToString(sum[:]) {
-			return rec.Name
-		}
-	}
-	return ""
-}
-
-// cachedIn says whether a cache's layout directory has module's entry.
-func cachedIn(t *testing.T, dir, module string) bool {
-	t.Helper()
-	return entryName(t, dir, module) != ""
-}
-
 // TestCacheDamaged damages cached entries on disk: every container still
 // runs its own module, the bad entry is dropped and compiled again.
 func TestCacheDamaged(t *testing.T) {
@@ -269,23 +167,6 @@ func TestCacheDamaged(t *testing.T) {
 	}
 }
 
-// newestEntry is the most recently written compiled code in a cache.
-func newestEntry(t *testing.T, dir string) string {
-	t.Helper()
-	des, err := os.ReadDir(filepath.Join(dir, "entries"))
-	if err != nil || len(des) == 0 {
-		t.Fatalf("no cache entries: %v", err)
-	}
-	var newest string
-	var when time.Time
-	for _, de := range des {
-		if info, err := de.Info(); err == nil && info.ModTime().After(when) {
-			newest, when = filepath.Join(dir, "entries", de.Name()), info.ModTime()
-		}
-	}
-	return newest
-}
-
 // TestCacheConcurrentCreates starts containers of one module at once, each
 // with a shim of its own: one compiles, the others wait and load.
 func TestCacheConcurrentCreates(t *testing.T) {
@@ -323,17 +204,6 @@ func TestCacheUnusable(t *testing.T) {
 	if r := run(t, flags, "/corrupt.wasm"); r.code == 0 || !strings.Contains(r.stderr, "/corrupt.wasm") {
 		t.Errorf("corrupt module without a cache: %+v", r)
 	}
-}
-
-// unusableCache returns ctr flags for runtime options whose cache root is
-// a regular file.
-func unusableCache(t *testing.T) []string {
-	flags, dir := ownCache(t, "")
-	root := filepath.Dir(dir)
-	if err := os.WriteFile(root, []byte("not a directory"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return flags
 }
 
 // TestCacheEviction: with a cache bound smaller than one entry, every

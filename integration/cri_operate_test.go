@@ -4,89 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
-
-// criCgroupValue reads a number from a file of CRI container id's cgroup.
-func criCgroupValue(t *testing.T, id, name string) int64 {
-	t.Helper()
-	for _, d := range cgroups.Dirs(cgroups.Root, "/k8s.io/"+id) {
-		if data, err := os.ReadFile(filepath.Join(d, name)); err == nil {
-			n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
-			if err != nil {
-				t.Fatalf("%s of %s: %q", name, id, data)
-			}
-			return n
-		}
-	}
-	t.Fatalf("container %s has no cgroup file %s", id, name)
-	return 0
-}
-
-var criMemoryLine = regexp.MustCompile(`memory (\d+) MiB`)
-
-// growExec runs the grow guest in container id with ExecSync and returns
-// how far it could grow, in MiB.
-func (c *criEnv) growExec(t *testing.T, id string) int {
-	t.Helper()
-	resp, err := c.rt.ExecSync(context.Background(), &cri.ExecSyncRequest{ContainerId: id, Cmd: []string{"/grow.wasm"}, Timeout: 60})
-	if err != nil {
-		t.Fatalf("ExecSync grow: %v", err)
-	}
-	m := criMemoryLine.FindSubmatch(resp.Stdout)
-	if resp.ExitCode != 0 || m == nil {
-		t.Fatalf("grow exec: exit %d, stdout %q, stderr %q", resp.ExitCode, resp.Stdout, resp.Stderr)
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
-}
-
-// streamExec runs cmd in container id through CRI Exec and the streaming
-// server's WebSocket protocol (v4.channel.k8s.io), and returns stdout,
-// stderr and the status the server sends on the error channel.
-func (c *criEnv) streamExec(t *testing.T, id string, cmd ...string) (string, string, string) {
-	t.Helper()
-	resp, err := c.rt.Exec(context.Background(), &cri.ExecRequest{ContainerId: id, Cmd: cmd, Stdout: true, Stderr: true})
-	if err != nil {
-		t.Fatalf("Exec: %v", err)
-	}
-	u := "ws" + strings.TrimPrefix(resp.Url, "http")
-	dialer := websocket.Dialer{Subprotocols: []string{"v4.channel.k8s.io"}, HandshakeTimeout: 10 * time.Second}
-	conn, _, err := dialer.Dial(u, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", u, err)
-	}
-	defer conn.Close()
-	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
-	var stdout, stderr, status strings.Builder
-	for {
-		_, msg, err := conn.ReadMessage()
-		if err != nil {
-			break // the server closes the connection once the exec ended
-		}
-		if len(msg) == 0 {
-			continue
-		}
-		switch msg[0] {
-		case 1:
-			stdout.Write(msg[1:])
-		case 2:
-			stderr.Write(msg[1:])
-		case 3:
-			status.Write(msg[1:])
-		}
-	}
-	return stdout.String(), stderr.String(), status.String()
-}
 
 // TestCRIOperate plays kubelet with a running Wasm container under
 // limits: its stats, ExecSync, UpdateContainerResources (the cgroup and

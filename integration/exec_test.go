@@ -13,14 +13,6 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
 
-// execIn runs `ctr task exec` in container id and returns its result.
-func execIn(t *testing.T, id, execID string, flags []string, args ...string) result {
-	t.Helper()
-	a := append([]string{"task", "exec", "--exec-id", execID}, flags...)
-	stdout, stderr, err := e.ctr(append(append(a, id), args...)...)
-	return resultOf(t, stdout, stderr, err)
-}
-
 // TestExec runs Wasm modules (the container's own and another), a native
 // program and bad entrypoints in a running Wasm container: each with its
 // own args, stdio and exit status, confined as the container's guest is,

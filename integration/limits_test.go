@@ -1,158 +1,13 @@
 package integration
 
 import (
-	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
-
-const mib = 1 << 20
-
-// cgroupFile returns the contents of a file of container id's cgroup
-// (looked for in every controller's directory), trimmed; "" if none.
-func cgroupFile(t *testing.T, id, name string) string {
-	t.Helper()
-	for _, d := range cgroups.Dirs(cgroups.Root, "/default/"+id) {
-		if data, err := os.ReadFile(filepath.Join(d, name)); err == nil {
-			return strings.TrimSpace(string(data))
-		}
-	}
-	return ""
-}
-
-// cgroupValue returns the number a cgroup file holds, or the value of key
-// in a flat-keyed one (memory.stat, cpu.stat, memory.oom_control).
-func cgroupValue(t *testing.T, id, name, key string) int64 {
-	t.Helper()
-	data := cgroupFile(t, id, name)
-	if key == "" {
-		n, err := strconv.ParseInt(data, 10, 64)
-		if err != nil {
-			t.Fatalf("%s of %s: %q", name, id, data)
-		}
-		return n
-	}
-	for _, l := range strings.Split(data, "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == key {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	t.Fatalf("%s of %s has no %s: %q", name, id, key, data)
-	return 0
-}
-
-// loadTask returns task id through containerd's client (for what ctr
-// 2.x has no command for), and a context for calls on it.
-func loadTask(t *testing.T, id string) (context.Context, containerd.Task) {
-	t.Helper()
-	ctx, task, err := taskOf(t, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ctx, task
-}
-
-// taskOf is loadTask returning its error.
-func taskOf(t *testing.T, id string) (context.Context, containerd.Task, error) {
-	t.Helper()
-	client, err := containerd.New(e.address)
-	if err != nil {
-		return nil, nil, err
-	}
-	t.Cleanup(func() { client.Close() })
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "default"), 30*time.Second)
-	t.Cleanup(cancel)
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	task, err := c.Task(ctx, nil)
-	return ctx, task, err
-}
-
-// updateTask changes the resources of running task id (ctr 2.x has no
-// `task update`).
-func updateTask(t *testing.T, id string, res *specs.LinuxResources) {
-	t.Helper()
-	ctx, task := loadTask(t, id)
-	if err := task.Update(ctx, containerd.WithResources(res)); err != nil {
-		t.Fatalf("update %s: %v", id, err)
-	}
-}
-
-// watchEvents runs `ctr events` for the rest of the test.
-func watchEvents(t *testing.T) *lockedBuffer {
-	t.Helper()
-	cmd := exec.Command(e.ctrBin, "--address", e.address, "events")
-	evs := &lockedBuffer{}
-	cmd.Stdout = evs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(200 * time.Millisecond)
-	return evs
-}
-
-// waitEvent waits for an event on topic for container id.
-func waitEvent(t *testing.T, evs *lockedBuffer, topic, id string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !hasEvent(evs, topic, id) {
-		if time.Now().After(deadline) {
-			t.Errorf("no %s event for %s in %q", topic, id, evs.String())
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func hasEvent(evs *lockedBuffer, topic, id string) bool {
-	for _, l := range strings.Split(evs.String(), "\n") {
-		if strings.Contains(l, " "+topic+" ") && strings.Contains(l, `"`+id+`"`) {
-			return true
-		}
-	}
-	return false
-}
-
-var memoryLine = regexp.MustCompile(`memory (\d+) MiB\n`)
-
-// grownTo returns the grow guest's memory, in MiB, after it grew as far
-// as it could for the round-th time (it grows once at start, then once per
-// line of input: the rounds after the first are asked for).
-func grownTo(t *testing.T, b *bg, round int) int {
-	t.Helper()
-	if round > 1 {
-		if _, err := b.stdin.Write([]byte("grow\n")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m := memoryLine.FindAllStringSubmatch(b.stdout.String(), -1); len(m) >= round {
-			n, _ := strconv.Atoi(m[round-1][1])
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("grow guest did not report round %d: stdout %q stderr %q", round, b.stdout.String(), b.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestMemoryLimit: a guest that grows its memory sees memory.grow fail
 // below the container's limit (and goes on running, not OOM-killed); a
@@ -238,16 +93,6 @@ func TestOOM(t *testing.T) {
 		t.Errorf("the guest did not get as far as the stat: %q %q", r.stdout, r.stderr)
 	}
 	waitEvent(t, evs, "/tasks/oom", id)
-}
-
-// cpuUsage returns the container's CPU time, in seconds, used over d.
-func cpuUsage(t *testing.T, id string, d time.Duration) float64 {
-	t.Helper()
-	before := cgroupValue(t, id, "cpuacct.usage", "")
-	start := time.Now()
-	time.Sleep(d)
-	after := cgroupValue(t, id, "cpuacct.usage", "")
-	return float64(after-before) / 1e9 / time.Since(start).Seconds()
 }
 
 // TestCPULimit: a spinning guest is held to its CFS quota, and an update

@@ -11,18 +11,6 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 )
 
-// taskStatus is the task's status in `ctr task ls`.
-func taskStatus(t *testing.T, id string) string {
-	t.Helper()
-	out, _, _ := e.ctr("task", "ls")
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) == 3 && f[0] == id {
-			return f[2]
-		}
-	}
-	return ""
-}
-
 // TestPauseResume freezes a ticking Wasm guest and thaws it: no output
 // while paused, PAUSED state, a frozen cgroup, and the events.
 func TestPauseResume(t *testing.T) {

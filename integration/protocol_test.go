@@ -177,34 +177,6 @@ func TestDeleteAction(t *testing.T) {
 	}
 }
 
-// moduleVersion is the version of a module this repository requires.
-func moduleVersion(t *testing.T, module string) string {
-	t.Helper()
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", module)
-	cmd.Dir = repoRoot()
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list -m %s: %v", module, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// shimVersion is the version the shim's binary reports of itself.
-func shimVersion(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command(e.shim, "--version").Output()
-	if err != nil {
-		t.Fatalf("%s --version: %v", e.shim, err)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Version:"); ok {
-			return strings.TrimSpace(v)
-		}
-	}
-	t.Fatalf("no Version in %s --version:\n%s", e.shim, out)
-	return ""
-}
-
 // TestVersion: --version and -v name the shim's own build beside the
 // containerd packages and the wazero it links, and exit 0.
 func TestVersion(t *testing.T) {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,41 +11,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 )
-
-// startDetached has `ctr run -d` start a container of the test image, its
-// output logged to a file, and returns its id and the log's path. The
-// test's end kills and removes it, if it is still there.
-func startDetached(t *testing.T, args ...string) (string, string) {
-	t.Helper()
-	id := newID(t)
-	log := filepath.Join(e.dir, id+".log")
-	a := []string{"run", "-d", "--runtime", runtimeName, "--runtime-config-path", e.optsFile, "--log-uri", "file://" + log, e.imageName, id}
-	if _, stderr, err := e.ctr(append(a, args...)...); err != nil {
-		t.Fatalf("ctr run -d: %v: %s", err, stderr)
-	}
-	t.Cleanup(func() {
-		e.ctr("task", "kill", "-s", "SIGKILL", id)
-		e.ctr("task", "rm", "-f", id)
-		e.ctr("container", "rm", id)
-	})
-	return id, log
-}
-
-// waitLog waits until the file at path holds want.
-func waitLog(t *testing.T, path, want string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(path)
-		if strings.Contains(string(b), want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not hold %q: %q", path, want, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestContainerdRestart: containerd stopped (SIGTERM, as its service
 // manager stops it) while Wasm containers run, and started again, finds

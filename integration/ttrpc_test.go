@@ -2,18 +2,13 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
-	"net"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/containerd/ttrpc"
 )
 
 // TestTaskAPIErrors talks to the shim's task service directly, as
@@ -59,31 +54,4 @@ func TestTaskAPIErrors(t *testing.T) {
 		t.Errorf("Connect: %v", err)
 	}
 	b.terminate(t)
-}
-
-// dialShim connects to the shim of task id as containerd does: at the
-// address of the bundle's bootstrap.json (containerd 2.x), or of its
-// address file (1.7).
-func dialShim(t *testing.T, id string) *ttrpc.Client {
-	t.Helper()
-	bundle := filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "default", id)
-	var address string
-	if bootstrap, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
-		var params struct {
-			Address string `json:"address"`
-		}
-		if err := json.Unmarshal(bootstrap, &params); err != nil {
-			t.Fatal(err)
-		}
-		address = params.Address
-	} else if b, err := os.ReadFile(filepath.Join(bundle, "address")); err == nil {
-		address = string(b)
-	} else {
-		t.Fatalf("no bootstrap.json nor address file in the bundle: %v", err)
-	}
-	conn, err := net.Dial("unix", strings.TrimPrefix(address, "unix://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ttrpc.NewClient(conn)
 }

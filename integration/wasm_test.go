@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -159,15 +158,6 @@ func TestGuestConfinement(t *testing.T) {
 	}
 }
 
-func findLine(s, prefix string) string {
-	for _, l := range strings.Split(s, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return l
-		}
-	}
-	return ""
-}
-
 // TestKill: a terminating signal ends a spinning guest, which cannot handle
 // it, and is reported as 128 + the signal, also after the runner went
 // through a GC. (It is sent as SIGKILL: a guest left to end by itself
@@ -211,21 +201,6 @@ func TestKill(t *testing.T) {
 			assertClean(t, b.id)
 		})
 	}
-}
-
-// writeOnly says whether descriptor fd of process pid is open write-only.
-func writeOnly(t *testing.T, pid, fd int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "flags:"); ok {
-			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
-			return err == nil && flags&3 == 1 // O_WRONLY
-		}
-	}
-	return false
 }
 
 // TestRunnerDescriptors: the runner holds no descriptor but the guest's
