@@ -40,8 +40,8 @@ func TestCache(t *testing.T) {
 			t.Errorf("module without _start: %+v", r)
 		}
 	}
-	if cachedIn(t, dir, filepath.Join(e.fixtures, "nostart.wasm")) {
-		t.Error("a module without _start was compiled and cached")
+	if cachedIn(t, dir, filepath.Join(e.fixtures, "nostart.wasm")) || !cachedIn(t, dir, filepath.Join(e.fixtures, "probe.wasm")) {
+		t.Error("a module without _start was compiled and cached, or the probe was not")
 	}
 }
 
@@ -72,6 +72,11 @@ func TestChecksBeforeCompile(t *testing.T) {
 	}
 	if entries, _ := filepath.Glob(filepath.Join(dir, "entries", "*")); len(entries) != 0 {
 		t.Errorf("compiled code left for containers that could not run: %v", entries)
+	}
+	// The same cache does fill for a module that can run: the checks
+	// above looked in the right place.
+	if code := runProbeEcho(t, flags, "runs"); code != runner.CodeMiss || !cachedIn(t, dir, filepath.Join(e.fixtures, "probe.wasm")) {
+		t.Errorf("a good module after the refused ones: code %q, cached %v", code, cachedIn(t, dir, filepath.Join(e.fixtures, "probe.wasm")))
 	}
 }
 

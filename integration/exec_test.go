@@ -129,7 +129,10 @@ func TestExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline = time.Now().Add(30 * time.Second)
-	for !strings.Contains(out.String(), "tick 2") && time.Now().Before(deadline) {
+	for !strings.Contains(out.String(), "tick 2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ticking exec printed %q in 30 s", out.String())
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	ps, _, _ := e.ctr("task", "ps", b.id)

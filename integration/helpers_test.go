@@ -30,6 +30,7 @@ import (
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci/image"
 	"github.com/containerd/console"
+	eventstypes "github.com/containerd/containerd/api/events"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/ttrpc"
@@ -993,7 +994,14 @@ func entryName(t *testing.T, dir, module string) string {
 	records, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
 	for _, p := range records {
 		var rec struct{ Module, Name string }
-		if b, err := os.ReadFile(p); err == nil && json.Unmarshal(b, &rec) == nil && rec.Module == hex.EncodeToString(sum[:]) {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err != nil || rec.Module == "" || rec.Name == "" {
+			t.Fatalf("cache record %s unreadable (%v): the cache's layout changed?", p, err)
+		}
+		if rec.Module == hex.EncodeToString(sum[:]) {
 			return rec.Name
 		}
 	}
@@ -1440,7 +1448,22 @@ func watchEvents(t *testing.T) *lockedBuffer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(200 * time.Millisecond)
+	// Subscribed once an event published now reaches it.
+	client, err := containerd.New(e.address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx := namespaces.WithNamespace(context.Background(), "default")
+	marker := newID(t) + "-events-ready"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(evs.String(), marker); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ctr events saw nothing in 10 s: %q", evs.String())
+		}
+		if err := client.EventService().Publish(ctx, "/integration/ready", &eventstypes.TaskStart{ContainerID: marker}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return evs
 }
 

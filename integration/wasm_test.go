@@ -289,7 +289,6 @@ func TestStopSignals(t *testing.T) {
 // TestClocksAndRandom: the guest's clocks, sleep and random are real, not
 // wazero's deterministic defaults.
 func TestClocksAndRandom(t *testing.T) {
-	values := map[string]string{}
 	var randoms []string
 	for i := 0; i < 2; i++ {
 		before := time.Now().Unix()
@@ -297,9 +296,15 @@ func TestClocksAndRandom(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("probe: %+v", r)
 		}
+		values := map[string]string{}
 		for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
 			k, v, _ := strings.Cut(l, " ")
 			values[k] = v
+		}
+		for _, k := range []string{"unix", "slept", "random"} {
+			if values[k] == "" {
+				t.Fatalf("run %d: no %q line in %q", i, k, r.stdout)
+			}
 		}
 		unix, _ := strconv.ParseInt(values["unix"], 10, 64)
 		if unix < before-1 || unix > time.Now().Unix()+1 {

@@ -357,13 +357,7 @@ func (r *containers) wait(ctx context.Context) error {
 	defer cancel()
 	for {
 		r.mu.Lock()
-		pending := false
-		for _, cs := range r.byID {
-			for _, c := range cs {
-				pending = pending || c.phase == deleted
-			}
-		}
-		if !pending {
+		if !r.pendingLocked() {
 			r.mu.Unlock()
 			return nil
 		}
@@ -378,6 +372,19 @@ func (r *containers) wait(ctx context.Context) error {
 			return nil // exit anyway: the events are lost, not the shim stuck
 		}
 	}
+}
+
+// pendingLocked tells whether a deleted container's events are still to
+// go out. The caller holds r.mu.
+func (r *containers) pendingLocked() bool {
+	for _, cs := range r.byID {
+		for _, c := range cs {
+			if c.phase == deleted {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // logCtx returns ctx with a logger whose lines carry the namespace, the

@@ -253,8 +253,12 @@ func runModuleReason(t *testing.T, bin []byte, cfg Config, deny *Denylist, setup
 		cfg.Func = testEntryFunc
 	}
 	var stdout, stderr, reason bytes.Buffer
+	re := runEnv{reason: &reason}
+	if cfg.Trace {
+		re.trace = &Trace{} // as Main does
+	}
 	status := run(context.Background(), &cfg, NewConfinedFS(sysfs.DirFS(dir), deny),
-		Stdio{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}, runEnv{reason: &reason})
+		Stdio{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}, re)
 	return status, stdout.String(), stderr.String(), reason.String()
 }
 
