@@ -127,7 +127,7 @@ func TestWat(t *testing.T) {
 }
 
 // goBuild builds a Go program for wasip1, or skips the test if it cannot.
-func goBuild(t *testing.T, src string, flags ...string) (path string) {
+func goBuild(t testing.TB, src string, flags ...string) (path string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a Go program")
@@ -208,5 +208,27 @@ func TestGoReactor(t *testing.T) {
 	}
 	if err := e.CheckEntry("_start"); err == nil || !strings.Contains(err.Error(), "(exports: _initialize, add)") {
 		t.Errorf("CheckEntry(_start) = %v", err)
+	}
+}
+
+// BenchmarkReadExportsGo is what checkEntry costs a Create of the Go hello
+// (2.6 MB): open the module, read it buffered up to its exports, check
+// _start.
+func BenchmarkReadExportsGo(b *testing.B) {
+	path := goBuild(b, "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello\") }\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e, err := ReadExports(bufio.NewReader(f))
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := e.CheckEntry("_start"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
