@@ -87,19 +87,29 @@ func TestStdin(t *testing.T) {
 	assertClean(t, b.id)
 }
 
+// TestEnv: the guest gets process.env, PWD, and HOME as runc sets it for
+// a native process of the same spec (the image has no /etc/passwd: "/"),
+// unless the spec sets it; nothing of the shim's or the runner's own.
 func TestEnv(t *testing.T) {
-	r := run(t, []string{"--env", "FOO=bar baz", "--env", "EMPTY=", "--env", "GOGC=1"}, "/probe.wasm", "env")
-	if r.code != 0 {
-		t.Fatalf("exit status %d: %s", r.code, r.stderr)
-	}
-	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	want := []string{
-		"EMPTY=", "FOO=bar baz", "GOGC=1",
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"PWD=/",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("guest env\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	const path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, tt := range []struct {
+		name  string
+		flags []string
+		want  []string
+	}{
+		{"spec's", []string{"--env", "FOO=bar baz", "--env", "EMPTY=", "--env", "GOGC=1"},
+			[]string{"EMPTY=", "FOO=bar baz", "GOGC=1", "HOME=/", path, "PWD=/"}},
+		{"HOME set", []string{"--env", "HOME=/data"}, []string{"HOME=/data", path, "PWD=/"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, tt.flags, "/probe.wasm", "env")
+			if r.code != 0 {
+				t.Fatalf("exit status %d: %s", r.code, r.stderr)
+			}
+			if got := strings.Split(strings.TrimSpace(r.stdout), "\n"); !slices.Equal(got, tt.want) {
+				t.Errorf("guest env\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
 	}
 }
 
