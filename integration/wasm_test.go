@@ -113,6 +113,30 @@ func TestEnv(t *testing.T) {
 	}
 }
 
+// TestStdioPaths: a guest writing to /dev/stdout, /dev/stderr or
+// /dev/fd/N (symlinks into procfs in a container) writes to its own
+// stdio, as a native program does; /dev/fd/3 stays out of reach.
+func TestStdioPaths(t *testing.T) {
+	for _, tt := range []struct {
+		path           string
+		stdout, stderr string
+	}{
+		{"/dev/stdout", "to stdout by name", ""},
+		{"/dev/fd/1", "to fd 1 by name", ""},
+		{"/dev/stderr", "", "to stderr by name"},
+		{"/dev/fd/2", "", "to fd 2 by name"},
+	} {
+		text := tt.stdout + tt.stderr
+		r := run(t, nil, "/probe.wasm", "to", tt.path, text)
+		if r.code != 0 || r.stdout != tt.stdout || r.stderr != tt.stderr {
+			t.Errorf("write to %s: %+v, want stdout %q and stderr %q", tt.path, r, tt.stdout, tt.stderr)
+		}
+	}
+	if r := run(t, nil, "/probe.wasm", "to", "/dev/fd/3", "x"); r.code == 0 {
+		t.Errorf("write to /dev/fd/3: %+v, want it refused", r)
+	}
+}
+
 // TestGuestConfinement: the guest reaches neither procfs nor sysfs (through
 // any path or symlink), nor host files through ../ or symlinks.
 func TestGuestConfinement(t *testing.T) {
