@@ -194,6 +194,23 @@ func TestCRIWasmServer(t *testing.T) {
 	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", runner)); strings.Contains(string(b), "WASM_LISTEN") {
 		t.Errorf("the runner's environment holds WASM_LISTEN: %q", b)
 	}
+	// An exec into the serving container gets its environment but not its
+	// listeners (they are the server's), and the server serves on.
+	for _, cmd := range [][]string{{"/probe.wasm", "echo", "beside the server"}, {"/http-server.wasm"}} {
+		resp, err := c.rt.ExecSync(ctx, &cri.ExecSyncRequest{ContainerId: server, Cmd: cmd, Timeout: 60})
+		if err != nil {
+			t.Fatalf("ExecSync %v: %v", cmd, err)
+		}
+		if strings.Contains(string(resp.Stderr), "address already in use") {
+			t.Errorf("ExecSync %v opened the server's listener: %q", cmd, resp.Stderr)
+		}
+		if cmd[0] == "/probe.wasm" && (resp.ExitCode != 0 || string(resp.Stdout) != "[beside the server]\n") {
+			t.Errorf("ExecSync %v: exit %d, stdout %q, stderr %q", cmd, resp.ExitCode, resp.Stdout, resp.Stderr)
+		}
+	}
+	if out, err := exec.Command(filepath.Join(e.fixtures, "httpget"), "http://"+ip+":8080/after-exec").CombinedOutput(); err != nil || string(out) != "200 hello from wasm, you asked for /after-exec\n" {
+		t.Errorf("GET after the execs: %q, %v", out, err)
+	}
 	// The handler's options reached the shim: the server (run by no other
 	// test) was compiled into the tests' cache, not the node's default one.
 	if !cachedIn(t, filepath.Join(e.cacheRoot, "v1"), filepath.Join(e.fixtures, "http-server.wasm")) {

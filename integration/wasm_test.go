@@ -87,19 +87,53 @@ func TestStdin(t *testing.T) {
 	assertClean(t, b.id)
 }
 
+// TestEnv: the guest gets process.env, PWD, and HOME as runc sets it for
+// a native process of the same spec (the image has no /etc/passwd: "/"),
+// unless the spec sets it; nothing of the shim's or the runner's own.
 func TestEnv(t *testing.T) {
-	r := run(t, []string{"--env", "FOO=bar baz", "--env", "EMPTY=", "--env", "GOGC=1"}, "/probe.wasm", "env")
-	if r.code != 0 {
-		t.Fatalf("exit status %d: %s", r.code, r.stderr)
+	const path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, tt := range []struct {
+		name  string
+		flags []string
+		want  []string
+	}{
+		{"spec's", []string{"--env", "FOO=bar baz", "--env", "EMPTY=", "--env", "GOGC=1"},
+			[]string{"EMPTY=", "FOO=bar baz", "GOGC=1", "HOME=/", path, "PWD=/"}},
+		{"HOME set", []string{"--env", "HOME=/data"}, []string{"HOME=/data", path, "PWD=/"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, tt.flags, "/probe.wasm", "env")
+			if r.code != 0 {
+				t.Fatalf("exit status %d: %s", r.code, r.stderr)
+			}
+			if got := strings.Split(strings.TrimSpace(r.stdout), "\n"); !slices.Equal(got, tt.want) {
+				t.Errorf("guest env\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
 	}
-	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	want := []string{
-		"EMPTY=", "FOO=bar baz", "GOGC=1",
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"PWD=/",
+}
+
+// TestStdioPaths: a guest writing to /dev/stdout, /dev/stderr or
+// /dev/fd/N (symlinks into procfs in a container) writes to its own
+// stdio, as a native program does; /dev/fd/3 stays out of reach.
+func TestStdioPaths(t *testing.T) {
+	for _, tt := range []struct {
+		path           string
+		stdout, stderr string
+	}{
+		{"/dev/stdout", "to stdout by name", ""},
+		{"/dev/fd/1", "to fd 1 by name", ""},
+		{"/dev/stderr", "", "to stderr by name"},
+		{"/dev/fd/2", "", "to fd 2 by name"},
+	} {
+		text := tt.stdout + tt.stderr
+		r := run(t, nil, "/probe.wasm", "to", tt.path, text)
+		if r.code != 0 || r.stdout != tt.stdout || r.stderr != tt.stderr {
+			t.Errorf("write to %s: %+v, want stdout %q and stderr %q", tt.path, r, tt.stdout, tt.stderr)
+		}
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("guest env\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	if r := run(t, nil, "/probe.wasm", "to", "/dev/fd/3", "x"); r.code == 0 {
+		t.Errorf("write to /dev/fd/3: %+v, want it refused", r)
 	}
 }
 

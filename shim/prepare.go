@@ -77,7 +77,7 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 	if !hasDevTmpfs(spec) {
 		return 0, nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
-	cfg, err := toRunner(ep, spec.Process)
+	cfg, err := toRunner(ep, spec.Process, true)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -176,18 +176,28 @@ func mountsCgroups(spec *specs.Spec) bool {
 
 // toRunner returns the runner's configuration for running ep as process p
 // (the guest gets p's args and environment) and rewrites p to start the
-// runner, with an empty environment; p is left as it was on error.
-func toRunner(ep *oci.Entrypoint, p *specs.Process) (*runner.Config, error) {
-	env, listen, err := takeListenEnv(guestEnv(p))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+// runner, with an empty environment; p is left as it was on error. With
+// listen, the listeners WASM_LISTEN names are the runner's to open;
+// without (an exec: containerd gives it the container's environment, but
+// the listeners are the container's own process's), WASM_LISTEN is only
+// taken out of the guest's environment.
+func toRunner(ep *oci.Entrypoint, p *specs.Process, listen bool) (*runner.Config, error) {
+	env := guestEnv(p)
+	var listeners []runner.Listener
+	if listen {
+		var err error
+		if env, listeners, err = takeListenEnv(env); err != nil {
+			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+	} else {
+		env = dropListenEnv(env)
 	}
 	cfg := &runner.Config{
 		Module: ep.Path,
 		Func:   ep.Func,
 		Args:   append([]string{ep.Arg0}, p.Args[1:]...),
 		Env:    env,
-		Listen: listen,
+		Listen: listeners,
 	}
 	p.Args = []string{runner.Path}
 	p.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
@@ -208,6 +218,17 @@ func guestEnv(p *specs.Process) []string {
 		cwd = "/"
 	}
 	return append(env, "PWD="+cwd)
+}
+
+// dropListenEnv removes runner.ListenEnv from a guest environment.
+func dropListenEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != runner.ListenEnv {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // takeListenEnv removes runner.ListenEnv from a guest environment and

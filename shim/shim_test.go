@@ -112,6 +112,35 @@ func TestTakeListenEnv(t *testing.T) {
 	}
 }
 
+// TestExecGetsNoListeners: an exec gets the container's environment from
+// containerd, WASM_LISTEN included; the listeners are the container's
+// process's, so the exec's runner opens none (it would fail with "address
+// already in use"), and the guest does not see the variable.
+func TestExecGetsNoListeners(t *testing.T) {
+	ep := &oci.Entrypoint{Arg0: "/app.wasm", Path: "/app.wasm", Func: "_start", Kind: oci.Wasm}
+	for _, tt := range []struct {
+		name   string
+		listen bool
+		env    string
+		want   int // listeners
+	}{
+		{"container", true, "WASM_LISTEN=:8080", 1},
+		{"exec", false, "WASM_LISTEN=:8080", 0},
+		{"exec, a value the container would refuse", false, "WASM_LISTEN=nope", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &specs.Process{Args: []string{"/app.wasm"}, Env: []string{"A=1", tt.env}, Cwd: "/"}
+			cfg, err := toRunner(ep, p, tt.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Listen) != tt.want || strings.Join(cfg.Env, "|") != "A=1|PWD=/" {
+				t.Errorf("listeners %v, guest env %q", cfg.Listen, cfg.Env)
+			}
+		})
+	}
+}
+
 // TestWriteRunnerSpec: a Wasm entrypoint becomes the runner, mounted on the
 // container's /dev, with an empty environment; a spec without a /dev tmpfs
 // is refused with a clear error and not written.
@@ -127,7 +156,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	bundle := t.TempDir()
 	// What prepareBundle does once the checks have passed.
 	prepare := func(s *specs.Spec) (*runner.Config, error) {
-		cfg, err := toRunner(ep, s.Process)
+		cfg, err := toRunner(ep, s.Process, true)
 		if err != nil {
 			return nil, err
 		}

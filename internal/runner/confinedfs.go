@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -132,8 +133,29 @@ func (c *ConfinedFS) mapFile(p string) ([]byte, error) {
 	return unix.Mmap(fd, 0, int(st.Size), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
 }
 
+// stdioPath maps the paths by which a program opens its own stdio
+// (/dev/stdout, /dev/fd/1, ...) to the runner's descriptor behind it,
+// which is the guest's: in a container those paths are symlinks into
+// procfs, which the guest may not reach, and a program writing to
+// "/dev/stdout" would get EACCES where a native one writes its output. It
+// reports false for any other path, /dev/fd/3 and up included.
+func stdioPath(p string) (string, bool) {
+	switch path.Clean("/" + p) {
+	case "/dev/stdin", "/dev/fd/0":
+		return "proc/self/fd/0", true
+	case "/dev/stdout", "/dev/fd/1":
+		return "proc/self/fd/1", true
+	case "/dev/stderr", "/dev/fd/2":
+		return "proc/self/fd/2", true
+	}
+	return "", false
+}
+
 // OpenFile implements experimentalsys.FS.
 func (c *ConfinedFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	if fd, ok := stdioPath(p); ok {
+		return c.FS.OpenFile(fd, flag, perm) // opened again, as Linux does
+	}
 	r, errno := c.resolve(p, flag&experimentalsys.O_NOFOLLOW == 0)
 	if errno != 0 {
 		return nil, errno
@@ -164,6 +186,9 @@ func (c *ConfinedFS) Lstat(p string) (sys.Stat_t, experimentalsys.Errno) {
 
 // Stat implements experimentalsys.FS.
 func (c *ConfinedFS) Stat(p string) (sys.Stat_t, experimentalsys.Errno) {
+	if fd, ok := stdioPath(p); ok {
+		return c.FS.Stat(fd)
+	}
 	r, errno := c.resolve(p, true)
 	if errno != 0 {
 		return sys.Stat_t{}, errno

@@ -603,3 +603,49 @@ func TestConfinedFSTrailingSlash(t *testing.T) {
 	}
 	f.Close()
 }
+
+// TestConfinedFSStdio: /dev/stdin, /dev/stdout, /dev/stderr and /dev/fd/0
+// to 2 reach the runner's own stdio (the guest's), though they lead into
+// procfs; /dev/fd/3 and up, and procfs itself, stay refused.
+func TestConfinedFSStdio(t *testing.T) {
+	mounts, err := mountinfo.GetMounts(nil)
+	if err != nil {
+		t.Skip("no /proc here")
+	}
+	cfs := NewConfinedFS(sysfs.DirFS("/"), NewDenylist(mounts))
+	for _, tt := range []struct {
+		path string
+		fd   *os.File
+	}{
+		{"dev/stdin", os.Stdin}, {"dev/stdout", os.Stdout}, {"dev/stderr", os.Stderr},
+		{"dev/fd/0", os.Stdin}, {"dev/fd/1", os.Stdout}, {"dev/fd/2", os.Stderr},
+		{"dev/../dev/stdout", os.Stdout},
+	} {
+		var want unix.Stat_t
+		if err := unix.Fstat(int(tt.fd.Fd()), &want); err != nil {
+			t.Fatal(err)
+		}
+		st, errno := cfs.Stat(tt.path)
+		if errno != 0 || st.Dev != uint64(want.Dev) || st.Ino != want.Ino {
+			t.Errorf("Stat(%q) = dev %d ino %d, %v; want the runner's descriptor %d (dev %d ino %d)", tt.path, st.Dev, st.Ino, errno, tt.fd.Fd(), want.Dev, want.Ino)
+		}
+		flag := experimentalsys.O_RDONLY
+		if tt.fd != os.Stdin {
+			flag = experimentalsys.O_WRONLY
+		}
+		f, errno := cfs.OpenFile(tt.path, flag, 0)
+		if errno != 0 {
+			t.Errorf("OpenFile(%q): %v", tt.path, errno)
+			continue
+		}
+		if st, errno := f.Stat(); errno != 0 || st.Ino != want.Ino {
+			t.Errorf("OpenFile(%q) opened ino %d, %v; want %d", tt.path, st.Ino, errno, want.Ino)
+		}
+		f.Close()
+	}
+	for _, p := range []string{"dev/fd/3", "proc/self/fd/1", "dev/fd"} {
+		if _, errno := cfs.OpenFile(p, experimentalsys.O_RDONLY, 0); errno != experimentalsys.EACCES {
+			t.Errorf("OpenFile(%q) errno %v, want EACCES", p, errno)
+		}
+	}
+}

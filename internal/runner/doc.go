@@ -9,8 +9,9 @@
 // container's process, so the guest lives in the container's namespaces and
 // cgroup. The runner:
 //
-//   - starts with an empty environment, so nothing in the image tunes its
-//     Go runtime (GOGC, GOMAXPROCS, GODEBUG, GOMEMLIMIT);
+//   - starts with an empty environment (but for the HOME runc sets), so
+//     nothing in the image tunes its Go runtime (GOGC, GOMAXPROCS, GODEBUG,
+//     GOMEMLIMIT);
 //   - reads its Config from descriptor ConfigFD (a sealed memfd the shim
 //     has runc preserve into the container) and closes it, then closes
 //     every other descriptor it inherited beyond stdio;
@@ -18,7 +19,8 @@
 //     procfs, sysfs and the other kernel interface file systems, and the
 //     runner's own binary, checked on what a path resolves to;
 //   - gives the guest real clocks, sleep and random, its args, process.env
-//     plus PWD, and the container's stdio;
+//     plus PWD (and HOME, as runc sets it, if process.env has none), and
+//     the container's stdio;
 //   - maps the guest's end to an exit status (see ExitStatus).
 //
 // This package knows nothing of containerd, ttrpc or runc.

@@ -48,6 +48,12 @@ func Main() int {
 	if err != nil {
 		return fail("%v", err)
 	}
+	// runc sets HOME for a process whose spec has none (the runner's), as
+	// it does for a native one: from the container's /etc/passwd for the
+	// process's user, "/" if not found there. The guest gets it likewise.
+	if home, ok := os.LookupEnv("HOME"); ok && !hasEnv(cfg.Env, "HOME") {
+		cfg.Env = append(slices.Clip(cfg.Env), "HOME="+home)
+	}
 	// runc keeps only stdio and the preserved descriptors open across
 	// exec, but a runner must not trust that: a leaked descriptor is a way
 	// out.
@@ -72,6 +78,16 @@ func Main() int {
 		env.trace = &Trace{Started: started, Setup: time.Since(started)}
 	}
 	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, env)
+}
+
+// hasEnv tells whether env (KEY=value pairs) sets key.
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // reasonFile returns ReasonFD if it is a pipe, as the shim hands it over.

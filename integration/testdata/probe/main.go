@@ -46,6 +46,8 @@ func main() {
 		b, err := os.ReadFile(args[0])
 		check(err)
 		fmt.Printf("wrote %s\n", b)
+	case "to": // write TEXT to PATH, as a program writing its output to a named file
+		check(os.WriteFile(args[0], []byte(args[1]), 0o644))
 	case "stdin":
 		_, err := io.Copy(os.Stdout, os.Stdin)
 		check(err)
