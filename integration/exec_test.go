@@ -25,7 +25,10 @@ func TestExec(t *testing.T) {
 	}
 	b := startBackground(t, []string{"--cwd", "/data", "--env", "FOO=bar", "--runtime-config-path", traced}, "/probe.wasm", "sleep")
 	b.waitOutput(t, "sleeping")
-	shimFDs := func() int {
+	// shimFDs lists the shim's descriptors by what they point to. Not
+	// counted: pidfds, Go's handles on processes the shim started, which its
+	// garbage collector closes.
+	shimFDs := func() []string {
 		pids := shimPids(e.shim)
 		for deadline := time.Now().Add(5 * time.Second); len(pids) != 1 && time.Now().Before(deadline); pids = shimPids(e.shim) {
 			time.Sleep(50 * time.Millisecond) // a compile helper or a bootstrap still ending
@@ -33,16 +36,14 @@ func TestExec(t *testing.T) {
 		if len(pids) != 1 {
 			t.Fatalf("shim processes %v", pids)
 		}
-		// Not counted: pidfds, Go's handles on processes the shim started,
-		// which its garbage collector closes.
 		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pids[0]))
-		n := 0
+		var fds []string
 		for _, e := range ents {
 			if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pids[0], e.Name())); target != "anon_inode:[pidfd]" {
-				n++
+				fds = append(fds, e.Name()+" -> "+target)
 			}
 		}
-		return n
+		return fds
 	}
 	fds := shimFDs()
 	tests := []struct {
@@ -113,9 +114,9 @@ func TestExec(t *testing.T) {
 	}
 	// (A runner's reason pipe is closed once it has exited.)
 	deadline := time.Now().Add(5 * time.Second)
-	for now := shimFDs(); now > fds; now = shimFDs() {
+	for now := shimFDs(); len(now) > len(fds); now = shimFDs() {
 		if time.Now().After(deadline) {
-			t.Errorf("the shim holds %d descriptors after the execs, %d before", now, fds)
+			t.Errorf("the shim holds %d descriptors after the execs, %d before:\n%s\nbefore:\n%s", len(now), len(fds), strings.Join(now, "\n"), strings.Join(fds, "\n"))
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
