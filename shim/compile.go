@@ -52,8 +52,8 @@ func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*ca
 		log.G(ctx).WithError(err).Warn("compile cache unusable: checking the module, the runner will compile it")
 		return nil, checkModule(ctx, ep)
 	}
-	compile := func(ctx context.Context, dir string) ([]byte, error) {
-		return nil, compileInHelper(ctx, opts, f, digest, dir, ep)
+	compile := func(ctx context.Context, dir string) error {
+		return compileInHelper(ctx, opts, f, digest, dir, ep)
 	}
 	warn := func(err error) { log.G(ctx).WithError(err).Warn("compile cache") }
 	entry, err := c.Get(ctx, digest, compile, warn)

@@ -70,18 +70,13 @@ type Options struct {
 	// Engine identifies the compiler: entries of another engine are never
 	// used. It must change whenever compiled code would be incompatible.
 	Engine string
-	// CheckMeta, if set, checks a record's Meta on every lookup: an entry
-	// whose metadata it rejects is dropped and compiled again, as a
-	// damaged one is.
-	CheckMeta func(meta []byte) error
 }
 
 // Cache is a node-wide cache of compiled modules, shared by every shim.
 type Cache struct {
-	dir       string
-	maxBytes  int64
-	engine    string
-	checkMeta func([]byte) error
+	dir      string
+	maxBytes int64
+	engine   string
 }
 
 // Record is what the index says of an entry.
@@ -95,8 +90,6 @@ type Record struct {
 	// Size and SHA256 are those of the compiled code.
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
-	// Meta is what the compile reported of the module (opaque here).
-	Meta json.RawMessage `json:"meta,omitempty"`
 }
 
 // Entry is a verified entry, pinned for one container.
@@ -118,9 +111,8 @@ func (e *Entry) Release() error {
 	return nil
 }
 
-// Compiler compiles a module into dir, in wazero's cache directory layout,
-// and returns metadata to keep with the entry.
-type Compiler func(ctx context.Context, dir string) (meta []byte, err error)
+// Compiler compiles a module into dir, in wazero's cache directory layout.
+type Compiler func(ctx context.Context, dir string) error
 
 // Open opens (creating it if need be) the cache under opts.Root.
 func Open(opts Options) (*Cache, error) {
@@ -138,7 +130,7 @@ func Open(opts Options) (*Cache, error) {
 	if max == 0 {
 		max = DefaultMaxBytes
 	}
-	c := &Cache{dir: filepath.Join(root, layout), maxBytes: max, engine: opts.Engine, checkMeta: opts.CheckMeta}
+	c := &Cache{dir: filepath.Join(root, layout), maxBytes: max, engine: opts.Engine}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
@@ -224,11 +216,6 @@ func (c *Cache) lookup(key, module string) (*Entry, error) {
 	}
 	if !validName(r.Name) {
 		return nil, c.drop(key, fmt.Errorf("record names entry %q", r.Name))
-	}
-	if c.checkMeta != nil {
-		if err := c.checkMeta(r.Meta); err != nil {
-			return nil, c.drop(key, fmt.Errorf("record's metadata: %w", err))
-		}
 	}
 	pin, err := c.pin(key)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -323,8 +310,7 @@ func (c *Cache) add(ctx context.Context, key, module string, compile Compiler) (
 		return nil, fmt.Errorf("compile cache staging: %w", err)
 	}
 	defer os.RemoveAll(stage)
-	meta, err := compile(ctx, stage)
-	if err != nil {
+	if err := compile(ctx, stage); err != nil {
 		return nil, err
 	}
 	name, err := compiledFile(stage)
@@ -348,7 +334,7 @@ func (c *Cache) add(ctx context.Context, key, module string, compile Compiler) (
 	if err := os.Rename(staged, filepath.Join(c.dir, "entries", key)); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
-	rec := &Record{Module: module, Engine: c.engine, Name: name, Size: size, SHA256: hex.EncodeToString(h.Sum(nil)), Meta: meta}
+	rec := &Record{Module: module, Engine: c.engine, Name: name, Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return nil, fmt.Errorf("compile cache record: %w", err)

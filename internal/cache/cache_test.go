@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -33,22 +32,19 @@ func module(name string, size int) fakeModule {
 // compiler returns a Compiler that writes m's code in wazero's layout and
 // counts its calls.
 func (m fakeModule) compiler(calls *atomic.Int32) Compiler {
-	return func(ctx context.Context, dir string) ([]byte, error) {
+	return func(ctx context.Context, dir string) error {
 		calls.Add(1)
 		d := filepath.Join(dir, "wazero-vtest-amd64-linux")
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
+			return err
 		}
-		return []byte(`{"_start":""}`), os.WriteFile(filepath.Join(d, m.digest), m.code, 0o644)
+		return os.WriteFile(filepath.Join(d, m.digest), m.code, 0o644)
 	}
 }
 
 func open(t *testing.T, root string, max int64, engine string) *Cache {
 	t.Helper()
-	c, err := Open(Options{Root: root, MaxBytes: max, Engine: engine, CheckMeta: func(meta []byte) error {
-		var exports map[string]string
-		return json.Unmarshal(meta, &exports)
-	}})
+	c, err := Open(Options{Root: root, MaxBytes: max, Engine: engine})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,11 +148,6 @@ func TestBadEntries(t *testing.T) {
 			rec, _ := os.ReadFile(p)
 			os.WriteFile(p, bytes.Replace(rec, []byte("engine-1"), []byte("engine-0"), 1), 0o600)
 		}, `engine "engine-0"`},
-		{"record whose metadata the user rejects", func(t *testing.T, c *Cache) {
-			p := filepath.Join(c.Dir(), "index", c.Key(a.digest))
-			rec, _ := os.ReadFile(p)
-			os.WriteFile(p, bytes.Replace(rec, []byte(`"_start":""`), []byte(`"_start":7`), 1), 0o600)
-		}, "metadata"},
 		{"record naming a path outside the layout", func(t *testing.T, c *Cache) {
 			p := filepath.Join(c.Dir(), "index", c.Key(a.digest))
 			rec, _ := os.ReadFile(p)
@@ -284,7 +275,7 @@ func TestConcurrentGets(t *testing.T) {
 	root := t.TempDir()
 	m := module("shared", 10000)
 	var calls atomic.Int32
-	slow := func(ctx context.Context, dir string) ([]byte, error) {
+	slow := func(ctx context.Context, dir string) error {
 		time.Sleep(200 * time.Millisecond)
 		return m.compiler(&calls)(ctx, dir)
 	}
@@ -357,8 +348,7 @@ func TestCompileFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := open(t, t.TempDir(), 0, "engine-1")
-			compile := func(ctx context.Context, dir string) ([]byte, error) { return nil, tt.compile(ctx, dir) }
-			_, err := c.Get(context.Background(), m.digest, compile, nil)
+			_, err := c.Get(context.Background(), m.digest, tt.compile, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Get: %v, want an error mentioning %q", err, tt.want)
 			}
