@@ -225,18 +225,18 @@ func (r *containers) status(id string, status uint32) uint32 {
 	return status
 }
 
-// deleting returns what Delete is to report of container id's init
-// process, whose status runc reports: taken before runc's task service
-// deletes it, since its delete event may go out, and end the record,
-// before Delete returns.
-func (r *containers) deleting(id string) func(status uint32) uint32 {
+// killSignal returns the first terminating signal asked for container
+// id's init process, 0 if none or if id is no Wasm container: what Delete
+// maps runc's status with, taken before runc's task service deletes it,
+// since its delete event may go out, and end the record, before Delete
+// returns.
+func (r *containers) killSignal(id string) uint32 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.current(id); c != nil && c.wasm != nil {
-		sig := c.wasm.signal
-		return func(status uint32) uint32 { return MapExitStatus(status, sig) }
+		return c.wasm.signal
 	}
-	return func(status uint32) uint32 { return status }
+	return 0
 }
 
 // deleted records that container id was deleted and returns the

@@ -190,7 +190,7 @@ func toRunner(ep *oci.Entrypoint, p *specs.Process, listen bool) (*runner.Config
 			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 		}
 	} else {
-		env = dropListenEnv(env)
+		env, _, _ = splitListenEnv(env)
 	}
 	cfg := &runner.Config{
 		Module: ep.Path,
@@ -220,38 +220,33 @@ func guestEnv(p *specs.Process) []string {
 	return append(env, "PWD="+cwd)
 }
 
-// dropListenEnv removes runner.ListenEnv from a guest environment.
-func dropListenEnv(env []string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if k, _, _ := strings.Cut(kv, "="); k != runner.ListenEnv {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-// takeListenEnv removes runner.ListenEnv from a guest environment and
-// parses it: it is the runner's, not the guest's.
-func takeListenEnv(env []string) ([]string, []runner.Listener, error) {
-	var value string
-	var found bool
-	out := env[:0:0]
+// splitListenEnv takes runner.ListenEnv out of a guest environment: it is
+// the runner's, not the guest's. It returns the rest, and the variable's
+// value ("" and false if it is not set).
+func splitListenEnv(env []string) (rest []string, value string, found bool) {
+	rest = env[:0:0]
 	for _, kv := range env {
 		if k, v, _ := strings.Cut(kv, "="); k == runner.ListenEnv {
 			value, found = v, true
 			continue
 		}
-		out = append(out, kv)
+		rest = append(rest, kv)
 	}
+	return rest, value, found
+}
+
+// takeListenEnv takes runner.ListenEnv out of a guest environment and
+// parses it.
+func takeListenEnv(env []string) ([]string, []runner.Listener, error) {
+	rest, value, found := splitListenEnv(env)
 	if !found {
-		return env, nil, nil
+		return rest, nil, nil
 	}
 	listen, err := runner.ParseListen(value)
 	if err != nil {
 		return nil, nil, err
 	}
-	return out, listen, nil
+	return rest, listen, nil
 }
 
 func hasDevTmpfs(s *specs.Spec) bool {

@@ -207,12 +207,12 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 		return resp, err
 	}
-	report := s.containers.deleting(r.ID)
+	sig := s.containers.killSignal(r.ID)
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {
 		return resp, err
 	}
-	resp.ExitStatus = report(resp.ExitStatus)
+	resp.ExitStatus = MapExitStatus(resp.ExitStatus, sig)
 	handOver(s.containers.deleted(r.ID)...) // execs added and never started
 	log.G(s.containers.logCtx(ctx, r.ID, "")).WithField("exit_status", resp.ExitStatus).Debug("deleted")
 	return resp, nil
