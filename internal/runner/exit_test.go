@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/sys"
 	"golang.org/x/sys/unix"
@@ -379,6 +380,24 @@ func TestRunGuestFS(t *testing.T) {
 				t.Errorf("path_open(%q) errno = %d, want %d (stderr %q)", tt.path, status, tt.want, stderr)
 			}
 		})
+	}
+}
+
+// TestRunModuleTooLarge: the runner refuses a module over wasmmod.MaxSize
+// (one swapped in after Create's check) before reading it.
+func TestRunModuleTooLarge(t *testing.T) {
+	status, _, stderr := runModule(t, exitWith(0), Config{Module: "/big.wasm"}, nil, func(dir string) {
+		f, err := os.Create(filepath.Join(dir, "big.wasm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(wasmmod.MaxSize + 1); err != nil { // sparse: no disk used
+			t.Fatal(err)
+		}
+	})
+	if status != ExitCannotRun || !strings.Contains(stderr, "/big.wasm") || !strings.Contains(stderr, "more than the") {
+		t.Errorf("status = %d, stderr = %q; want %d and the size refused", status, stderr, ExitCannotRun)
 	}
 }
 
