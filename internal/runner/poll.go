@@ -3,9 +3,7 @@ package runner
 import (
 	"context"
 	"encoding/binary"
-	"os"
-	"strconv"
-	"strings"
+	"fmt"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -30,35 +28,58 @@ const (
 )
 
 // instantiateWASI instantiates WASI preview 1 with the runner's own
-// poll_oneoff (see poller).
-func instantiateWASI(ctx context.Context, rt wazero.Runtime, stdinFD int) error {
+// poll_oneoff (see poller), and wazero's sock_accept, fd_close,
+// fd_renumber and sock_shutdown wrapped to keep fds up to date.
+func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *hostFDs) error {
+	// wazero's functions, with their signatures, from a module compiled
+	// (not instantiated) for the purpose.
+	scratch := rt.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
+	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(scratch)
+	cm, err := scratch.Compile(ctx)
+	if err != nil {
+		return err
+	}
+	defs := cm.ExportedFunctions()
+	orig := map[string]api.GoModuleFunction{}
+	for name, def := range defs {
+		if fn, ok := def.GoFunction().(api.GoModuleFunction); ok {
+			orig[name] = fn
+		}
+	}
+	cm.Close(ctx)
+
 	b := rt.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
-	p := &poller{stdinFD: stdinFD, sockets: hostSockets}
+	for name, fn := range fds.wasiWrappers(orig) {
+		def := defs[name]
+		if def == nil || orig[name] == nil {
+			return fmt.Errorf("wazero's WASI has no Go function %s", name)
+		}
+		b.NewFunctionBuilder().
+			WithGoModuleFunction(fn, def.ParamTypes(), def.ResultTypes()).
+			WithParameterNames(def.ParamNames()...).
+			Export(name)
+	}
+	p := &poller{fds: fds}
 	i32 := api.ValueTypeI32
 	b.NewFunctionBuilder().
 		WithGoModuleFunction(api.GoModuleFunc(p.pollOneoff), []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).
 		WithParameterNames("in", "out", "nsubscriptions", "result.nevents").
 		Export("poll_oneoff")
-	_, err := b.Instantiate(ctx)
+	_, err = b.Instantiate(ctx)
 	return err
 }
 
 // poller is the guest's poll_oneoff. wazero's own reports every
-// non-blocking descriptor ready at once, so an idle Go server (whose
-// scheduler keeps polling its listener) spins a whole core. wazero does not
-// tell the host which host socket stands behind a guest descriptor, but the
-// runner's only sockets are the guest's (its listeners and the connections
-// accepted on them): so the poller waits on all of them, and on stdin, with
-// poll(2), and reports the guest's socket subscriptions ready when any of
-// those sockets is. A wake-up may be spurious for one descriptor (the guest
-// then gets EAGAIN and polls again), but an idle server sleeps in the
-// kernel. Clocks are honoured; write subscriptions are reported ready at
-// once, as wazero does.
+// non-blocking descriptor ready at once, so a Go server (whose scheduler
+// polls its listener and connections) spins a whole core. This one waits
+// with poll(2) on the host descriptors behind the guest descriptors it is
+// asked about (fds: stdin, listeners, accepted connections), for reading
+// or writing as asked, and reports ready exactly those the kernel reports.
+// A descriptor fds does not know (a file, a directory, stdout) is ready at
+// once, as in wazero. Clocks are relative, as in wazero.
 type poller struct {
-	stdinFD int // the host descriptor behind the guest's stdin; -1 if none
-	// sockets lists the runner's sockets (hostSockets; replaced in tests).
-	sockets func() []int
+	fds *hostFDs
 }
 
 type subscription struct {
@@ -66,6 +87,7 @@ type subscription struct {
 	kind     byte
 	fd       uint32
 	timeout  time.Duration
+	pollfd   int // index in the poll(2) set; -1: ready at once
 }
 
 func (p *poller) pollOneoff(ctx context.Context, mod api.Module, stack []uint64) {
@@ -85,11 +107,11 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 		return errnoFault
 	}
 	subs := make([]subscription, n)
+	var fds []unix.PollFd
 	timeout := time.Duration(-1) // none: wait for a descriptor
-	var stdin, reads, writes bool
 	for i := range subs {
 		s := inBuf[i*subscriptionSize : (i+1)*subscriptionSize]
-		sub := subscription{userdata: s[0:8], kind: s[8]}
+		sub := subscription{userdata: s[0:8], kind: s[8], pollfd: -1}
 		switch sub.kind {
 		case eventClock:
 			if binary.LittleEndian.Uint16(s[40:42]) != 0 { // absolute time: unsupported, as in wazero
@@ -99,16 +121,19 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 			if timeout < 0 || sub.timeout < timeout {
 				timeout = sub.timeout
 			}
-		case eventFdRead:
+		case eventFdRead, eventFdWrite:
 			sub.fd = binary.LittleEndian.Uint32(s[16:20])
-			if sub.fd == 0 {
-				stdin = true
-			} else {
-				reads = true
+			h, ok := p.fds.lookup(sub.fd)
+			if !ok {
+				timeout = 0 // ready at once
+				break
 			}
-		case eventFdWrite:
-			sub.fd = binary.LittleEndian.Uint32(s[16:20])
-			writes = true
+			events := int16(unix.POLLIN)
+			if sub.kind == eventFdWrite {
+				events = unix.POLLOUT
+			}
+			sub.pollfd = len(fds)
+			fds = append(fds, unix.PollFd{Fd: int32(h), Events: events})
 		default:
 			return errnoInval
 		}
@@ -116,20 +141,8 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 	}
 
 	start := time.Now()
-	var stdinReady, readsReady bool
-	if writes {
-		timeout = 0 // a write subscription is ready at once
-	}
-	var socks []int
-	if reads {
-		socks = p.sockets()
-		if len(socks) == 0 {
-			readsReady, timeout = true, 0 // no host socket: plain files are always ready
-		}
-	}
-	if stdin || len(socks) > 0 {
-		stdinReady, readsReady = p.wait(stdin, socks, timeout)
-		readsReady = readsReady || (reads && len(socks) == 0)
+	if len(fds) > 0 {
+		waitFDs(fds, timeout)
 	} else if timeout > 0 {
 		time.Sleep(timeout)
 	}
@@ -142,12 +155,10 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 		switch {
 		case sub.kind == eventClock:
 			ready = elapsed >= sub.timeout
-		case sub.kind == eventFdWrite:
+		case sub.pollfd < 0:
 			ready = true
-		case sub.fd == 0:
-			ready = stdinReady
 		default:
-			ready = readsReady
+			ready = fds[sub.pollfd].Revents != 0
 		}
 		if !ready {
 			continue
@@ -164,68 +175,24 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 	return errnoSuccess
 }
 
-// wait polls stdin (if asked and a host descriptor) and socks for input, up
-// to timeout (forever if negative). A stdin that is no host descriptor is
-// always ready.
-func (p *poller) wait(stdin bool, socks []int, timeout time.Duration) (stdinReady, sockReady bool) {
-	if stdin && p.stdinFD < 0 {
-		return true, false
-	}
-	fds := make([]unix.PollFd, 0, len(socks)+1)
-	if stdin {
-		fds = append(fds, unix.PollFd{Fd: int32(p.stdinFD), Events: unix.POLLIN})
-	}
-	for _, fd := range socks {
-		fds = append(fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
-	}
+// waitFDs polls fds up to timeout (forever if negative). If poll(2) fails,
+// every descriptor is marked ready, for the guest's own calls to report
+// the error.
+func waitFDs(fds []unix.PollFd, timeout time.Duration) {
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
 	}
 	for {
-		n, err := unix.Poll(fds, ms)
+		_, err := unix.Poll(fds, ms)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return stdin, len(socks) > 0 // let the guest's own calls report it
+			for i := range fds {
+				fds[i].Revents = unix.POLLERR
+			}
 		}
-		if n == 0 {
-			return false, false
-		}
-		break
+		return
 	}
-	for i, fd := range fds {
-		if fd.Revents == 0 {
-			continue
-		}
-		if stdin && i == 0 {
-			stdinReady = true
-		} else {
-			sockReady = true
-		}
-	}
-	return stdinReady, sockReady
-}
-
-// hostSockets lists the runner's open sockets: the guest's listeners and
-// the connections accepted on them.
-func hostSockets() []int {
-	d, err := os.Open("/proc/self/fd")
-	if err != nil {
-		return nil
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(-1)
-	var out []int
-	for _, name := range names {
-		target, err := os.Readlink("/proc/self/fd/" + name)
-		if err != nil || !strings.HasPrefix(target, "socket:") {
-			continue
-		}
-		if fd, err := strconv.Atoi(name); err == nil {
-			out = append(out, fd)
-		}
-	}
-	return out
 }

@@ -66,13 +66,19 @@ func pollSubs(t *testing.T, p *poller, subs ...sub) ([]int, time.Duration) {
 }
 
 func TestPollerSockets(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
+	pair := func() [2]int {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+		return fds
 	}
-	defer unix.Close(fds[0])
-	defer unix.Close(fds[1])
-	p := &poller{stdinFD: -1, sockets: func() []int { return []int{fds[0]} }}
+	a, b := pair(), pair()
+	fds := newHostFDs()
+	fds.set(4, a[0])
+	fds.set(5, b[0])
+	p := &poller{fds: fds}
 
 	// Nothing to read: the clock fires, the socket subscription does not.
 	got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventClock, timeout: 30 * time.Millisecond})
@@ -84,27 +90,44 @@ func TestPollerSockets(t *testing.T) {
 	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventClock}); len(got) != 1 || got[0] != 1 {
 		t.Errorf("zero timeout: events %v, want only the clock", got)
 	}
+	// Readiness is per descriptor: data on 5 does not make 4 ready.
+	unix.Write(b[1], []byte("x"))
+	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 {
+		t.Errorf("data on another socket: events %v, want only the clock", got)
+	}
+	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventFdRead, fd: 5}); len(got) != 1 || got[0] != 1 {
+		t.Errorf("data on 5 alone: events %v, want 5's alone", got)
+	}
 	// Data arriving wakes a poll that has no clock: the poll cannot return
 	// before the write, which waits for the poll to be under way.
 	var wrote atomic.Int64
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		wrote.Store(time.Now().UnixNano())
-		unix.Write(fds[1], []byte("x"))
+		unix.Write(a[1], []byte("x"))
 	}()
 	got, _ = pollSubs(t, p, sub{kind: eventFdRead, fd: 4})
 	returned := time.Now().UnixNano()
 	if len(got) != 1 || got[0] != 0 || wrote.Load() == 0 || returned < wrote.Load() {
 		t.Errorf("socket with data: events %v, returned at %d, data written at %d; want the socket, once the data came", got, returned, wrote.Load())
 	}
-	// Write subscriptions are ready at once, as in wazero.
-	if got, took := pollSubs(t, p, sub{kind: eventFdWrite, fd: 5}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 || took > time.Second {
-		t.Errorf("write subscription: events %v after %v", got, took)
+	// A write subscription is ready when the socket takes data: not once
+	// its send buffer is full.
+	if got, _ := pollSubs(t, p, sub{kind: eventFdWrite, fd: 4}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 {
+		t.Errorf("writable socket: events %v", got)
 	}
-	// Without host sockets, descriptors (plain files) are ready at once.
-	p.sockets = func() []int { return nil }
-	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}); len(got) != 1 {
-		t.Errorf("no host sockets: events %v", got)
+	for {
+		if _, err := unix.Write(a[0], make([]byte, 1<<16)); err != nil {
+			break // EAGAIN: full
+		}
+	}
+	if got, _ := pollSubs(t, p, sub{kind: eventFdWrite, fd: 4}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 {
+		t.Errorf("full socket: events %v, want only the clock", got)
+	}
+	// Descriptors the table does not know (files, stdout) are ready at
+	// once, for reading and writing.
+	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 7}, sub{kind: eventFdWrite, fd: 1}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 2 || took > time.Second {
+		t.Errorf("unknown descriptors: events %v after %v, want both at once", got, took)
 	}
 }
 
@@ -115,7 +138,9 @@ func TestPollerStdin(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	p := &poller{stdinFD: int(r.Fd()), sockets: func() []int { return nil }}
+	fds := newHostFDs()
+	fds.set(0, int(r.Fd()))
+	p := &poller{fds: fds}
 	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 || took < 20*time.Millisecond {
 		t.Errorf("empty stdin: events %v after %v; want only the clock", got, took)
 	}
@@ -123,7 +148,7 @@ func TestPollerStdin(t *testing.T) {
 	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 {
 		t.Errorf("stdin with data: events %v", got)
 	}
-	if got, _ := pollSubs(t, &poller{stdinFD: -1}, sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
+	if got, _ := pollSubs(t, &poller{fds: newHostFDs()}, sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
 		t.Errorf("a stdin that is no descriptor is always ready: events %v", got)
 	}
 }

@@ -231,7 +231,11 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	if err := budget.checkInitial(compiled); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
-	if err := instantiateWASI(ctx, rt, stdinFD(stdio.Stdin)); err != nil {
+	fds := newHostFDs()
+	if fd := stdinFD(stdio.Stdin); fd >= 0 {
+		fds.set(0, fd)
+	}
+	if err := instantiateWASI(ctx, rt, fds); err != nil {
 		return fail(ExitRunner, "instantiate WASI: %v", err)
 	}
 	mc := wazero.NewModuleConfig().
@@ -265,6 +269,9 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 			return status
 		}
 		return fail(ExitCannotRun, "instantiate module %s: %v", cfg.Module, err)
+	}
+	if err := fds.addListeners(cfg.Listen); err != nil {
+		return fail(ExitRunner, "%s: %v", ListenEnv, err)
 	}
 	phase(&trace.Instantiate)
 	defer phase(&trace.Run)

@@ -1,0 +1,235 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/tetratelabs/wazero/api"
+	"golang.org/x/sys/unix"
+)
+
+// hostFDs maps the guest's pollable descriptors (its stdin, its listeners
+// and the connections it accepted on them) to the runner's host
+// descriptors behind them, so that poll_oneoff can wait on exactly the
+// descriptors the guest asks about. wazero keeps its descriptor table to
+// itself, so the table follows the calls that change it: sock_accept adds
+// the accepted connection, fd_close and sock_shutdown (of both directions,
+// which closes the host socket) remove a descriptor, fd_renumber moves
+// one. A guest descriptor that is not in the table (a file, a directory,
+// stdout) is ready at once, as in wazero.
+type hostFDs struct {
+	mu    sync.Mutex
+	guest map[uint32]int // guest descriptor → host descriptor
+}
+
+func newHostFDs() *hostFDs { return &hostFDs{guest: map[uint32]int{}} }
+
+// lookup returns the host descriptor behind guest descriptor fd.
+func (t *hostFDs) lookup(fd uint32) (int, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, ok := t.guest[fd]
+	return h, ok
+}
+
+// set records that guest descriptor fd is host descriptor host.
+func (t *hostFDs) set(fd uint32, host int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.guest[fd] = host
+}
+
+// remove forgets guest descriptor fd.
+func (t *hostFDs) remove(fd uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.guest, fd)
+}
+
+// renumber follows fd_renumber: from becomes to, and what was to is
+// closed.
+func (t *hostFDs) renumber(from, to uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h, ok := t.guest[from]
+	delete(t.guest, to)
+	delete(t.guest, from)
+	if ok {
+		t.guest[to] = h
+	}
+}
+
+// known reports whether host descriptor h is behind a guest descriptor.
+func (t *hostFDs) known(h int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, v := range t.guest {
+		if v == h {
+			return true
+		}
+	}
+	return false
+}
+
+// addListeners records the guest descriptors of the listeners wazero
+// opened for ls (ListenFDsStart on, in order), found among the runner's
+// sockets by their local address.
+func (t *hostFDs) addListeners(ls []Listener) error {
+	socks, err := hostSockets()
+	if err != nil {
+		return err
+	}
+	for i, l := range ls {
+		found := false
+		for _, h := range socks {
+			sa, err := unix.Getsockname(h)
+			if err != nil || !sameAddr(sa, l) || t.known(h) {
+				continue
+			}
+			t.set(uint32(ListenFDsStart+i), h)
+			found = true
+			break
+		}
+		if !found {
+			return fmt.Errorf("no socket of the runner listens on %s", l)
+		}
+	}
+	return nil
+}
+
+// sameAddr reports whether socket address sa is l's.
+func sameAddr(sa unix.Sockaddr, l Listener) bool {
+	var ip net.IP
+	var port int
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		ip, port = a.Addr[:], a.Port
+	case *unix.SockaddrInet6:
+		ip, port = a.Addr[:], a.Port
+	default:
+		return false
+	}
+	want := net.ParseIP(l.Host)
+	// Go listens on a dual-stack "::" for "0.0.0.0".
+	return port == l.Port && (ip.Equal(want) || ip.IsUnspecified() && want.IsUnspecified())
+}
+
+// accepted finds the host descriptor of the connection an accept just
+// opened. The kernel gives a new descriptor the lowest free number, and
+// nothing else in the runner opens one while the guest calls in, so it is
+// the number that was lowest free before the accept (lowest): checked to
+// be a socket no guest descriptor has. Failing that, the runner's sockets
+// are searched for the one no guest descriptor has.
+func (t *hostFDs) accepted(lowest int) (int, bool) {
+	var st unix.Stat_t
+	if lowest >= 0 && unix.Fstat(lowest, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK && !t.known(lowest) {
+		return lowest, true
+	}
+	socks, err := hostSockets()
+	if err != nil {
+		return -1, false
+	}
+	var found []int
+	for _, h := range socks {
+		if !t.known(h) {
+			found = append(found, h)
+		}
+	}
+	if len(found) != 1 {
+		return -1, false
+	}
+	return found[0], true
+}
+
+// lowestFree returns the lowest descriptor number not in use, -1 if it
+// cannot tell.
+func lowestFree() int {
+	fd, err := unix.FcntlInt(uintptr(unix.Stdout), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	unix.Close(fd)
+	return fd
+}
+
+// wasiWrappers returns sock_accept, fd_close, fd_renumber and
+// sock_shutdown: wazero's own (from orig, by name) and then the table
+// kept up to date.
+func (t *hostFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string]api.GoModuleFunction {
+	accept, closeFD, renumber, shutdown := orig["sock_accept"], orig["fd_close"], orig["fd_renumber"], orig["sock_shutdown"]
+	return map[string]api.GoModuleFunction{
+		// sock_accept(fd, flags, result.fd) errno
+		"sock_accept": api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+			resultFD := uint32(stack[2])
+			lowest := lowestFree()
+			accept.Call(ctx, mod, stack)
+			if stack[0] != errnoSuccess {
+				return
+			}
+			fd, ok := mod.Memory().ReadUint32Le(resultFD)
+			if !ok {
+				return
+			}
+			if h, ok := t.accepted(lowest); ok {
+				t.set(fd, h)
+			}
+		}),
+		// fd_close(fd) errno
+		"fd_close": api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+			fd := uint32(stack[0])
+			closeFD.Call(ctx, mod, stack)
+			if stack[0] == errnoSuccess {
+				t.remove(fd)
+			}
+		}),
+		// fd_renumber(fd, to) errno
+		"fd_renumber": api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+			from, to := uint32(stack[0]), uint32(stack[1])
+			renumber.Call(ctx, mod, stack)
+			if stack[0] == errnoSuccess {
+				t.renumber(from, to)
+			}
+		}),
+		// sock_shutdown(fd, how) errno; wazero closes the host socket when
+		// both directions are shut down.
+		"sock_shutdown": api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+			fd, how := uint32(stack[0]), stack[1]
+			shutdown.Call(ctx, mod, stack)
+			if stack[0] == errnoSuccess && how == shutRDWR {
+				t.remove(fd)
+			}
+		}),
+	}
+}
+
+// shutRDWR is WASI's sdflags for both directions (SHUT_RD | SHUT_WR).
+const shutRDWR = 3
+
+// hostSockets lists the runner's open sockets.
+func hostSockets() ([]int, error) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return nil, fmt.Errorf("list the runner's descriptors: %w", err)
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list the runner's descriptors: %w", err)
+	}
+	var out []int
+	for _, name := range names {
+		target, err := os.Readlink("/proc/self/fd/" + name)
+		if err != nil || !strings.HasPrefix(target, "socket:") {
+			continue
+		}
+		if fd, err := strconv.Atoi(name); err == nil {
+			out = append(out, fd)
+		}
+	}
+	return out, nil
+}
