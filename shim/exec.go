@@ -130,7 +130,7 @@ func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Proces
 	if ep.Kind != oci.Wasm {
 		return nil, nil, nil
 	}
-	cfg, err := toRunner(ep, proc, false)
+	cfg, err := toRunner(ep, proc, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("exec: %w", err)
 	}

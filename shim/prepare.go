@@ -77,7 +77,7 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 	if !hasDevTmpfs(spec) {
 		return 0, nil, fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
-	cfg, err := toRunner(ep, spec.Process, true)
+	cfg, err := toRunner(ep, spec.Process, false)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -176,15 +176,16 @@ func mountsCgroups(spec *specs.Spec) bool {
 
 // toRunner returns the runner's configuration for running ep as process p
 // (the guest gets p's args and environment) and rewrites p to start the
-// runner, with an empty environment; p is left as it was on error. With
-// listen, the listeners WASM_LISTEN names are the runner's to open;
-// without (an exec: containerd gives it the container's environment, but
+// runner, with an empty environment; p is left as it was on error. For a
+// container's process, the listeners WASM_LISTEN names are the runner's to
+// open; for an exec (containerd gives it the container's environment, but
 // the listeners are the container's own process's), WASM_LISTEN is only
-// taken out of the guest's environment.
-func toRunner(ep *oci.Entrypoint, p *specs.Process, listen bool) (*runner.Config, error) {
+// taken out of the guest's environment, and the runner is told it is an
+// exec (see runner.Config.Exec).
+func toRunner(ep *oci.Entrypoint, p *specs.Process, exec bool) (*runner.Config, error) {
 	env := guestEnv(p)
 	var listeners []runner.Listener
-	if listen {
+	if !exec {
 		var err error
 		if env, listeners, err = takeListenEnv(env); err != nil {
 			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
@@ -198,6 +199,7 @@ func toRunner(ep *oci.Entrypoint, p *specs.Process, listen bool) (*runner.Config
 		Args:   append([]string{ep.Arg0}, p.Args[1:]...),
 		Env:    env,
 		Listen: listeners,
+		Exec:   exec,
 	}
 	p.Args = []string{runner.Path}
 	p.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime

@@ -119,23 +119,23 @@ func TestTakeListenEnv(t *testing.T) {
 func TestExecGetsNoListeners(t *testing.T) {
 	ep := &oci.Entrypoint{Arg0: "/app.wasm", Path: "/app.wasm", Func: "_start", Kind: oci.Wasm}
 	for _, tt := range []struct {
-		name   string
-		listen bool
-		env    string
-		want   int // listeners
+		name string
+		exec bool
+		env  string
+		want int // listeners
 	}{
-		{"container", true, "WASM_LISTEN=:8080", 1},
-		{"exec", false, "WASM_LISTEN=:8080", 0},
-		{"exec, a value the container would refuse", false, "WASM_LISTEN=nope", 0},
+		{"container", false, "WASM_LISTEN=:8080", 1},
+		{"exec", true, "WASM_LISTEN=:8080", 0},
+		{"exec, a value the container would refuse", true, "WASM_LISTEN=nope", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &specs.Process{Args: []string{"/app.wasm"}, Env: []string{"A=1", tt.env}, Cwd: "/"}
-			cfg, err := toRunner(ep, p, tt.listen)
+			cfg, err := toRunner(ep, p, tt.exec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(cfg.Listen) != tt.want || strings.Join(cfg.Env, "|") != "A=1|PWD=/" {
-				t.Errorf("listeners %v, guest env %q", cfg.Listen, cfg.Env)
+			if len(cfg.Listen) != tt.want || strings.Join(cfg.Env, "|") != "A=1|PWD=/" || cfg.Exec != tt.exec {
+				t.Errorf("listeners %v, guest env %q, exec %v", cfg.Listen, cfg.Env, cfg.Exec)
 			}
 		})
 	}
@@ -156,7 +156,7 @@ func TestWriteRunnerSpec(t *testing.T) {
 	bundle := t.TempDir()
 	// What prepareBundle does once the checks have passed.
 	prepare := func(s *specs.Spec) (*runner.Config, error) {
-		cfg, err := toRunner(ep, s.Process, true)
+		cfg, err := toRunner(ep, s.Process, false)
 		if err != nil {
 			return nil, err
 		}

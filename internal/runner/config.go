@@ -49,6 +49,12 @@ type Config struct {
 	// CacheResult says how the shim got the compiled code in Cache:
 	// CodeHit or CodeMiss. The runner only reports it (see Trace.Code).
 	CacheResult string `json:"cache_result,omitempty"`
+	// Exec says the runner runs an exec into a container, beside the
+	// container's own process: it makes itself the first the kernel's
+	// OOM killer picks in the container (oom_score_adj 1000), so that an
+	// exec that outgrows the container's memory limit is killed, not the
+	// process it was exec'd beside.
+	Exec bool `json:"exec,omitempty"`
 	// Trace has the runner write how long each of its phases took to the
 	// guest's stderr once the guest has returned (see Trace).
 	Trace bool `json:"trace,omitempty"`

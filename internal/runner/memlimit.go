@@ -125,13 +125,29 @@ func (b *memoryBudget) checkInitial(m wazero.CompiledModule) error {
 			need += uint64(mem.Min()) << 16
 		}
 	}
+	return b.check(need, fmt.Sprintf("its initial memory (%d MiB)", need>>20))
+}
+
+// checkLoad fails if loading a module of moduleSize bytes whose compiled
+// code takes codeSize bytes does not fit in the budget: the code is mapped
+// into the runner, and decoding the module takes more than its size.
+func (b *memoryBudget) checkLoad(moduleSize, codeSize uint64) error {
+	if b == nil {
+		return nil
+	}
+	need := moduleSize + codeSize
+	return b.check(need, fmt.Sprintf("loading it (at least %d MiB: %d MiB of compiled code and its decoding)", need>>20, codeSize>>20))
+}
+
+// check fails, saying what needs it, if need more bytes do not fit.
+func (b *memoryBudget) check(need uint64, what string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.refresh(); err != nil || b.fits(need) {
 		return nil
 	}
-	return fmt.Errorf("its initial memory (%d MiB) does not fit in the container's memory limit (%d MiB) with the %d MiB the container uses and a margin of %d MiB",
-		need>>20, b.limit>>20, b.anon>>20, b.margin>>20)
+	return fmt.Errorf("%s does not fit in the container's memory limit (%d MiB) with the %d MiB the container uses and a margin of %d MiB",
+		what, b.limit>>20, b.anon>>20, b.margin>>20)
 }
 
 // add counts n bytes committed without asking.

@@ -184,3 +184,41 @@ func TestMmapMemoryBudget(t *testing.T) {
 		t.Errorf("committed %d after Free", b.committed)
 	}
 }
+
+// TestCheckLoad: loading a module's compiled code is checked against the
+// limit before it is mapped, with a message naming the sizes.
+func TestCheckLoad(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name          string
+		limit         string
+		anon          uint64
+		module, code  uint64
+		wantErr       bool
+		wantInMessage []string
+	}{
+		{"fits", "104857600", 40 * mib, 10 * mib, 36 * mib, false, nil},
+		{"no limit", "max", 900 * mib, 10 * mib, 36 * mib, false, nil},
+		{"beside a server", "100663296", 75 * mib, 10 * mib, 36 * mib, true,
+			[]string{"at least 46 MiB", "36 MiB of compiled code", "memory limit (96 MiB)", "the 75 MiB the container uses", "margin of 8 MiB"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCgroup(t, true)
+			f.set(tt.limit, tt.anon)
+			b := &memoryBudget{cg: f.cg, margin: 8 * mib}
+			err := b.checkLoad(tt.module, tt.code)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("checkLoad: %v, want error %v", err, tt.wantErr)
+			}
+			for _, s := range tt.wantInMessage {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("message %q lacks %q", err, s)
+				}
+			}
+		})
+	}
+	if err := (*memoryBudget)(nil).checkLoad(1<<40, 1<<40); err != nil {
+		t.Errorf("no budget: %v", err)
+	}
+}

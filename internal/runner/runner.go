@@ -5,7 +5,11 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,6 +39,12 @@ type Stdio struct {
 // descriptor it inherited beyond stdio.
 func Main() int {
 	started := time.Now()
+	// A WASI preview 1 guest has one thread, and the runner's own work
+	// besides it (its Go heap's collections) is small: one P spares the
+	// hand-offs between Ps and threads a second one costs each time the
+	// guest blocks in poll_oneoff (a Go server's CPU per request: 1.3 ms
+	// against 1.6 ms with two; see BENCHMARKS.md).
+	goruntime.GOMAXPROCS(1)
 	reason := reasonFile()
 	fail := func(format string, a ...any) int {
 		msg := fmt.Sprintf(format, a...)
@@ -59,6 +69,13 @@ func Main() int {
 	// out.
 	if err := closeInherited(reason); err != nil {
 		return fail("close inherited descriptors: %v", err)
+	}
+	if cfg.Exec {
+		// The OOM killer's first pick in the container, before the
+		// process this exec runs beside.
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0); err != nil {
+			return fail("an exec must be the first the OOM killer picks: %v", err)
+		}
 	}
 	// The mount table serves the guest's confinement and the memory
 	// budget both: read and parsed once.
@@ -213,6 +230,11 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		return fail(ExitCannotRun, "read module %s: %v", cfg.Module, err)
 	}
 	phase(&trace.Read)
+	if cfg.Cache != "" {
+		if err := budget.checkLoad(uint64(len(bin)), dirSize(cfg.Cache)); err != nil {
+			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+		}
+	}
 	rt, compiled, cached, err := compile(ctx, cfg, bin, stdio.Stderr)
 	if rt != nil {
 		defer rt.Close(ctx)
@@ -274,6 +296,13 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		return fail(ExitRunner, "%s: %v", ListenEnv, err)
 	}
 	phase(&trace.Instantiate)
+	// Loading left garbage in the runner's heap (the module's decoding)
+	// that the Go runtime would keep mapped until its scavenger gets to
+	// it: with a large module, that is megabytes of the container's
+	// memory for nothing. Hand it back now (about 8 ms for a 10 MB module).
+	if len(bin) >= releaseAfterLoad {
+		debug.FreeOSMemory()
+	}
 	defer phase(&trace.Run)
 	_, err = mod.ExportedFunction(cfg.Func).Call(ctx)
 	status, msg := ExitStatus(err)
@@ -364,6 +393,25 @@ func readModule(root experimentalsys.FS, p string) ([]byte, error) {
 		}
 	}
 }
+
+// dirSize is the size of the regular files under dir (a cache directory
+// with one module's compiled code); 0 if it cannot be read.
+func dirSize(dir string) uint64 {
+	var n uint64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += uint64(fi.Size())
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// releaseAfterLoad is the module size from which the runner returns the
+// garbage of loading it to the kernel before the guest starts.
+const releaseAfterLoad = 4 << 20
 
 // stdinFD returns the host descriptor behind the guest's stdin, or -1.
 func stdinFD(r io.Reader) int {
