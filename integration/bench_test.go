@@ -38,7 +38,7 @@ import (
 // BENCH_RUNS (default 20) is the number of timed runs of each latency
 // workload; BENCH_TASKS (default 500) the tasks of each throughput run.
 //
-// BENCH_ONLY (latency, breakdown, cpu, memory or throughput) runs one part, for
+// BENCH_ONLY (latency, breakdown, cpu, memory, throughput or server) runs one part, for
 // profiling; the report then covers that part only and is not written.
 func TestBench(t *testing.T) {
 	b := newBench(t)
@@ -46,7 +46,7 @@ func TestBench(t *testing.T) {
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T)
-	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}} {
+	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}} {
 		if only == "" || only == part.name {
 			part.run(t)
 		}
@@ -89,7 +89,9 @@ type bench struct {
 	cpuPer     map[string]time.Duration // busy CPU time of the machine per task
 	mem        []memRow
 	tput       []tputRow
+	server     []serverRow
 	notes      []string
+	targets    []string // rows of the targets table besides report's own
 }
 
 type memRow struct {
@@ -165,6 +167,11 @@ func newBench(t *testing.T) *bench {
 	if err != nil {
 		t.Fatal(err)
 	}
+	server, err := os.ReadFile(filepath.Join(e.fixtures, "http-server.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nativeServer := build("http-server", "./examples/http-server", "CGO_ENABLED=0", "GOOS=linux")
 	pause, err := os.ReadFile(filepath.Join(e.fixtures, "pause"))
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +192,8 @@ func newBench(t *testing.T) *bench {
 		{Path: "/hello-go.wasm", Data: goHello, Mode: 0o644},
 		{Path: "/probe.wasm", Data: probe, Mode: 0o644},
 		{Path: "/pause", Data: pause, Mode: 0o755},
+		{Path: "/http-server.wasm", Data: server, Mode: 0o644},
+		{Path: "/http-server", Data: nativeServer, Mode: 0o755},
 		{Path: "/wazero", Data: cli, Mode: 0o755},
 		{Path: "/tmp/.keep", Mode: 0o644},
 	}}
@@ -670,6 +679,11 @@ func (b *bench) printPart(t *testing.T, part string) {
 		for _, r := range b.tput {
 			t.Logf("%-12s p=%-3d %.2f tasks/s", r.key, r.parallel, r.perSec)
 		}
+	case "server":
+		var out []string
+		b.serverReport(func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) })
+		out = append(out, b.targets...)
+		fmt.Println(strings.Join(out, "\n"))
 	}
 }
 
@@ -762,6 +776,7 @@ func (b *bench) report(t *testing.T) {
 		add("| %s | %s | %s |", r.what, mb(r.bytes), ratio)
 	}
 	add("")
+	b.serverReport(add)
 	add("### Targets")
 	add("")
 	med := func(k string) time.Duration { return median(b.times[k]) }
@@ -798,6 +813,7 @@ func (b *bench) report(t *testing.T) {
 	add("| shim RSS per pod ≤ runc shim's | %.2fx | %s |", shimRatio, verdict(shimRatio <= 1))
 	runnerRatio := float64(memOf["runner peak RSS, probe.wasm (warm cache)"]) / float64(memOf["wazero CLI peak RSS, probe.wasm (compiles)"])
 	add("| runner peak RSS ≤ 1.1x wazero CLI's | %.2fx | %s |", runnerRatio, verdict(runnerRatio <= 1.1))
+	out = append(out, b.targets...)
 
 	text := strings.Join(out, "\n") + "\n"
 	fmt.Println(text)
