@@ -367,20 +367,28 @@ func TestRunGuestFS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			deny := NewDenylist(nil)
-			status, _, stderr := runModule(t, openAndExit(tt.path), Config{}, deny, func(dir string) {
-				setup(dir)
-				var st unix.Stat_t
-				if err := unix.Stat(filepath.Join(dir, "secret"), &st); err != nil {
-					t.Fatal(err)
-				}
-				deny.DenyFile(st.Dev, st.Ino, "secret")
-			})
+			status, stderr := runDenyingSecret(t, openAndExit(tt.path), setup)
 			if status != tt.want {
 				t.Errorf("path_open(%q) errno = %d, want %d (stderr %q)", tt.path, status, tt.want, stderr)
 			}
 		})
 	}
+}
+
+// runDenyingSecret runs bin as runModule does, in a root that setup fills
+// and whose file "secret" is denied.
+func runDenyingSecret(t *testing.T, bin []byte, setup func(dir string)) (int, string) {
+	t.Helper()
+	deny := NewDenylist(nil)
+	status, _, stderr := runModule(t, bin, Config{}, deny, func(dir string) {
+		setup(dir)
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(dir, "secret"), &st); err != nil {
+			t.Fatal(err)
+		}
+		deny.DenyFile(st.Dev, st.Ino, "secret")
+	})
+	return status, stderr
 }
 
 // TestRunModuleTooLarge: the runner refuses a module over wasmmod.MaxSize

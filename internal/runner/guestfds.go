@@ -13,24 +13,49 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hostFDs maps the guest's pollable descriptors (its stdin, its listeners
-// and the connections it accepted on them) to the runner's host
-// descriptors behind them, so that poll_oneoff can wait on exactly the
-// descriptors the guest asks about. wazero keeps its descriptor table to
-// itself, so the table follows the calls that change it: sock_accept adds
-// the accepted connection, fd_close and sock_shutdown (of both directions,
-// which closes the host socket) remove a descriptor, fd_renumber moves
-// one. A guest descriptor that is not in the table (a file, a directory,
-// stdout) is ready at once, as in wazero.
-type hostFDs struct {
+// guestFDs is what the runner knows of the guest's descriptors beyond
+// wazero's own table (which wazero keeps to itself): the host descriptor
+// behind each pollable one (stdin, the listeners and the connections
+// accepted on them), so that poll_oneoff can wait on exactly the
+// descriptors the guest asks about; and the path, relative to the root, of
+// each one the guest opened with path_open, so that a path relative to a
+// directory descriptor can go above it (see pathWrappers). The table
+// follows the calls that change wazero's: sock_accept adds a connection,
+// path_open a path, fd_close and sock_shutdown (of both directions, which
+// closes the host socket) remove a descriptor, fd_renumber moves one. A
+// guest descriptor without a host descriptor (a file, a directory, stdout)
+// is ready at once, as in wazero.
+type guestFDs struct {
 	mu    sync.Mutex
-	guest map[uint32]int // guest descriptor → host descriptor
+	guest map[uint32]int    // guest descriptor → host descriptor
+	paths map[uint32]string // guest descriptor → path from the root ("." for the root)
 }
 
-func newHostFDs() *hostFDs { return &hostFDs{guest: map[uint32]int{}} }
+func newGuestFDs() *guestFDs {
+	return &guestFDs{guest: map[uint32]int{}, paths: map[uint32]string{rootFD: "."}}
+}
+
+// rootFD is the guest descriptor of the pre-opened root "/".
+const rootFD = 3
+
+// path returns the path from the root of what guest descriptor fd was
+// opened as.
+func (t *guestFDs) path(fd uint32) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.paths[fd]
+	return p, ok
+}
+
+// setPath records that guest descriptor fd was opened as p.
+func (t *guestFDs) setPath(fd uint32, p string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.paths[fd] = p
+}
 
 // lookup returns the host descriptor behind guest descriptor fd.
-func (t *hostFDs) lookup(fd uint32) (int, bool) {
+func (t *guestFDs) lookup(fd uint32) (int, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	h, ok := t.guest[fd]
@@ -38,22 +63,23 @@ func (t *hostFDs) lookup(fd uint32) (int, bool) {
 }
 
 // set records that guest descriptor fd is host descriptor host.
-func (t *hostFDs) set(fd uint32, host int) {
+func (t *guestFDs) set(fd uint32, host int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.guest[fd] = host
 }
 
 // remove forgets guest descriptor fd.
-func (t *hostFDs) remove(fd uint32) {
+func (t *guestFDs) remove(fd uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.guest, fd)
+	delete(t.paths, fd)
 }
 
 // renumber follows fd_renumber: from becomes to, and what was to is
 // closed.
-func (t *hostFDs) renumber(from, to uint32) {
+func (t *guestFDs) renumber(from, to uint32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	h, ok := t.guest[from]
@@ -62,10 +88,16 @@ func (t *hostFDs) renumber(from, to uint32) {
 	if ok {
 		t.guest[to] = h
 	}
+	p, ok := t.paths[from]
+	delete(t.paths, to)
+	delete(t.paths, from)
+	if ok {
+		t.paths[to] = p
+	}
 }
 
 // known reports whether host descriptor h is behind a guest descriptor.
-func (t *hostFDs) known(h int) bool {
+func (t *guestFDs) known(h int) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, v := range t.guest {
@@ -79,7 +111,7 @@ func (t *hostFDs) known(h int) bool {
 // addListeners records the guest descriptors of the listeners wazero
 // opened for ls (ListenFDsStart on, in order), found among the runner's
 // sockets by their local address.
-func (t *hostFDs) addListeners(ls []Listener) error {
+func (t *guestFDs) addListeners(ls []Listener) error {
 	socks, err := hostSockets()
 	if err != nil {
 		return err
@@ -125,7 +157,7 @@ func sameAddr(sa unix.Sockaddr, l Listener) bool {
 // the number that was lowest free before the accept (lowest): checked to
 // be a socket no guest descriptor has. Failing that, the runner's sockets
 // are searched for the one no guest descriptor has.
-func (t *hostFDs) accepted(lowest int) (int, bool) {
+func (t *guestFDs) accepted(lowest int) (int, bool) {
 	var st unix.Stat_t
 	if lowest >= 0 && unix.Fstat(lowest, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK && !t.known(lowest) {
 		return lowest, true
@@ -160,7 +192,7 @@ func lowestFree() int {
 // wasiWrappers returns sock_accept, fd_close, fd_renumber and
 // sock_shutdown: wazero's own (from orig, by name) and then the table
 // kept up to date.
-func (t *hostFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string]api.GoModuleFunction {
+func (t *guestFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string]api.GoModuleFunction {
 	accept, closeFD, renumber, shutdown := orig["sock_accept"], orig["fd_close"], orig["fd_renumber"], orig["sock_shutdown"]
 	return map[string]api.GoModuleFunction{
 		// sock_accept(fd, flags, result.fd) errno
@@ -201,7 +233,9 @@ func (t *hostFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string]
 			fd, how := uint32(stack[0]), stack[1]
 			shutdown.Call(ctx, mod, stack)
 			if stack[0] == errnoSuccess && how == shutRDWR {
-				t.remove(fd)
+				t.mu.Lock()
+				delete(t.guest, fd)
+				t.mu.Unlock()
 			}
 		}),
 	}

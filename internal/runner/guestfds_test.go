@@ -46,7 +46,7 @@ func TestHostFDsTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fds := newHostFDs()
+			fds := newGuestFDs()
 			for i, s := range tt.steps {
 				switch s.op {
 				case "set":

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -28,9 +29,11 @@ const (
 )
 
 // instantiateWASI instantiates WASI preview 1 with the runner's own
-// poll_oneoff (see poller), and wazero's sock_accept, fd_close,
-// fd_renumber and sock_shutdown wrapped to keep fds up to date.
-func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *hostFDs) error {
+// poll_oneoff (see poller), wazero's sock_accept, fd_close, fd_renumber
+// and sock_shutdown wrapped to keep fds up to date, and its path_*
+// functions wrapped to resolve ".." and absolute paths as Linux does (see
+// pathWrappers; resolve resolves a directory's symlinks).
+func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *guestFDs, resolve func(string) string) error {
 	// wazero's functions, with their signatures, from a module compiled
 	// (not instantiated) for the purpose.
 	scratch := rt.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
@@ -50,7 +53,9 @@ func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *hostFDs) error
 
 	b := rt.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
-	for name, fn := range fds.wasiWrappers(orig) {
+	wrappers := fds.wasiWrappers(orig)
+	maps.Copy(wrappers, fds.pathWrappers(orig, resolve))
+	for name, fn := range wrappers {
 		def := defs[name]
 		if def == nil || orig[name] == nil {
 			return fmt.Errorf("wazero's WASI has no Go function %s", name)
@@ -79,7 +84,7 @@ func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *hostFDs) error
 // A descriptor fds does not know (a file, a directory, stdout) is ready at
 // once, as in wazero. Clocks are relative, as in wazero.
 type poller struct {
-	fds *hostFDs
+	fds *guestFDs
 }
 
 type subscription struct {

@@ -75,7 +75,7 @@ func TestPollerSockets(t *testing.T) {
 		return fds
 	}
 	a, b := pair(), pair()
-	fds := newHostFDs()
+	fds := newGuestFDs()
 	fds.set(4, a[0])
 	fds.set(5, b[0])
 	p := &poller{fds: fds}
@@ -138,7 +138,7 @@ func TestPollerStdin(t *testing.T) {
 	}
 	defer r.Close()
 	defer w.Close()
-	fds := newHostFDs()
+	fds := newGuestFDs()
 	fds.set(0, int(r.Fd()))
 	p := &poller{fds: fds}
 	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 || took < 20*time.Millisecond {
@@ -148,7 +148,7 @@ func TestPollerStdin(t *testing.T) {
 	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 {
 		t.Errorf("stdin with data: events %v", got)
 	}
-	if got, _ := pollSubs(t, &poller{fds: newHostFDs()}, sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
+	if got, _ := pollSubs(t, &poller{fds: newGuestFDs()}, sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
 		t.Errorf("a stdin that is no descriptor is always ready: events %v", got)
 	}
 }

@@ -253,11 +253,11 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	if err := budget.checkInitial(compiled); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
-	fds := newHostFDs()
+	fds := newGuestFDs()
 	if fd := stdinFD(stdio.Stdin); fd >= 0 {
 		fds.set(0, fd)
 	}
-	if err := instantiateWASI(ctx, rt, fds); err != nil {
+	if err := instantiateWASI(ctx, rt, fds, resolver(root)); err != nil {
 		return fail(ExitRunner, "instantiate WASI: %v", err)
 	}
 	mc := wazero.NewModuleConfig().
@@ -391,6 +391,21 @@ func readModule(root experimentalsys.FS, p string) ([]byte, error) {
 		if len(out) > wasmmod.MaxSize {
 			return nil, fmt.Errorf("module grew past the %d bytes a module may have while it was read", wasmmod.MaxSize)
 		}
+	}
+}
+
+// resolver returns a function that resolves the symlinks of a directory
+// path from root, if root is a ConfinedFS; the path itself otherwise, or
+// if it cannot be resolved.
+func resolver(root experimentalsys.FS) func(string) string {
+	c, ok := root.(*ConfinedFS)
+	return func(p string) string {
+		if ok {
+			if r, errno := c.resolve(p, true); errno == 0 {
+				return strings.TrimSuffix(r, "/")
+			}
+		}
+		return p
 	}
 }
 
