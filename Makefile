@@ -20,9 +20,11 @@ CONTAINERD_MATRIX  := v2.3.7 v2.2.9 v2.1.9 v2.0.14 v1.7.35
 CONTAINERD_ROOT    := $(CURDIR)/.tools/containerd
 export PATH := $(BIN):$(TOOLBIN):$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION):$(PATH):/usr/sbin:/sbin
 # The environment of the integration tests on containerd release $(1).
-it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1
+it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 PROGRAMS_DIR=$(PROGRAMS)
+# Real WASI programs built from Debian and npm packages (scripts/build-programs.sh).
+PROGRAMS := $(CURDIR)/.tools/programs
 
-.PHONY: all build deps packages containerd demo test unit integration matrix lint clean bench bench-releases
+.PHONY: all build deps packages programs containerd demo test unit integration matrix lint clean bench bench-releases
 
 all: build
 
@@ -30,15 +32,23 @@ build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/containerd-shim-wasm-v1 ./cmd/containerd-shim-wasm-v1
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/wasm-image ./cmd/wasm-image
 
-deps: packages containerd
+deps: packages containerd programs $(TOOLBIN)/wazero
 
 # runc runs every container; wat2wasm (wabt) builds the tests' small modules;
-# the CNI plugins give the CRI tests' pods their network.
+# the CNI plugins give the CRI tests' pods their network; clang, wasi-libc,
+# rustc and npm build and fetch the real programs (programs).
 packages:
 	@missing=""; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v wat2wasm >/dev/null || missing="$$missing wabt"; \
 	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	command -v clang >/dev/null || missing="$$missing clang"; \
+	command -v wasm-ld >/dev/null || missing="$$missing lld"; \
+	[ -f /usr/lib/wasm32-wasi/libc.a ] || missing="$$missing wasi-libc"; \
+	ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || missing="$$missing libclang-rt-dev-wasm32"; \
+	[ -x /usr/bin/rustc ] || missing="$$missing rustc"; \
+	ls /usr/lib/rustlib/wasm32-wasi >/dev/null 2>&1 || missing="$$missing libstd-rust-dev-wasm32"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -52,7 +62,13 @@ $(CONTAINERD_ROOT)/%/.built:
 	GO=$(GO) ./scripts/build-containerd.sh $* $(CONTAINERD_ROOT)/$*
 	touch $@
 
-# The wazero CLI, for the benchmark's baseline: the version the shim links.
+# The real programs of TestRealPrograms, built once into $(PROGRAMS)
+# (about a minute; the script skips what is there).
+programs: packages
+	./scripts/build-programs.sh $(PROGRAMS)
+
+# The wazero CLI, the reference of TestRealPrograms and the benchmark's
+# baseline: the version the shim links.
 WAZERO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' github.com/tetratelabs/wazero)
 $(TOOLBIN)/wazero: go.mod
 	GOBIN=$(TOOLBIN) CGO_ENABLED=0 $(GO) install github.com/tetratelabs/wazero/cmd/wazero@$(WAZERO_VERSION)

@@ -692,9 +692,14 @@ func run(t *testing.T, flags []string, args ...string) result {
 }
 
 func ctrRunArgs(id string, flags []string, args []string) []string {
+	return ctrRunImageArgs(e.imageName, id, flags, args)
+}
+
+// ctrRunImageArgs is ctrRunArgs for image img.
+func ctrRunImageArgs(img, id string, flags []string, args []string) []string {
 	a := []string{"run", "--rm", "--runtime", runtimeName, "--runtime-config-path", e.optsFile}
 	a = append(a, flags...)
-	a = append(a, e.imageName, id)
+	a = append(a, img, id)
 	return append(a, args...)
 }
 
