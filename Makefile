@@ -96,6 +96,7 @@ matrix:
 # A benchmark, not a test: it never fails on speed. BENCH_RUNS and
 # BENCH_TASKS scale it down (see integration/bench_test.go).
 bench: deps build $(TOOLBIN)/wazero
+	./scripts/build-programs.sh $(PROGRAMS) yosys
 	BENCH_OUT=$(CURDIR)/BENCHMARKS.md $(call it_env,$(CONTAINERD_VERSION)) \
 		$(GO) test -tags bench -count=1 -timeout 150m -run '^TestBench$$' -v ./integration/ 2>&1 | \
 		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
@@ -104,6 +105,7 @@ bench: deps build $(TOOLBIN)/wazero
 # ratios to each release's own runc shim are what compares): BENCHMARKS.md
 # quotes a run. BENCH_RUNS as for bench (default here 11).
 bench-releases: deps build $(TOOLBIN)/wazero
+	./scripts/build-programs.sh $(PROGRAMS) yosys
 	@for v in $(CONTAINERD_VERSION) $(CONTAINERD_MATRIX); do \
 		echo "== containerd $$v"; \
 		BENCH_ONLY=latency BENCH_RUNS=$${BENCH_RUNS:-11} $(call it_env,$$v) \

@@ -38,7 +38,7 @@ import (
 // BENCH_RUNS (default 20) is the number of timed runs of each latency
 // workload; BENCH_TASKS (default 500) the tasks of each throughput run.
 //
-// BENCH_ONLY (latency, breakdown, cpu, memory, throughput or server) runs one part, for
+// BENCH_ONLY (latency, breakdown, cpu, memory, throughput, server or programs) runs one part, for
 // profiling; the report then covers that part only and is not written.
 func TestBench(t *testing.T) {
 	b := newBench(t)
@@ -46,7 +46,7 @@ func TestBench(t *testing.T) {
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T)
-	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}} {
+	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}, {"programs", b.programs}} {
 		if only == "" || only == part.name {
 			part.run(t)
 		}
@@ -90,8 +90,10 @@ type bench struct {
 	mem        []memRow
 	tput       []tputRow
 	server     []serverRow
-	notes      []string
-	targets    []string // rows of the targets table besides report's own
+	// the programs part: Yosys's compiled code and compile peak
+	compiledSize, compilePeak int64
+	notes                     []string
+	targets                   []string // rows of the targets table besides report's own
 }
 
 type memRow struct {
@@ -197,6 +199,7 @@ func newBench(t *testing.T) *bench {
 		{Path: "/wazero", Data: cli, Mode: 0o755},
 		{Path: "/tmp/.keep", Mode: 0o644},
 	}}
+	img.Files = append(img.Files, programFiles(t)...)
 	tarPath := filepath.Join(fx, "bench.tar")
 	f, err := os.Create(tarPath)
 	if err != nil {
@@ -679,9 +682,11 @@ func (b *bench) printPart(t *testing.T, part string) {
 		for _, r := range b.tput {
 			t.Logf("%-12s p=%-3d %.2f tasks/s", r.key, r.parallel, r.perSec)
 		}
-	case "server":
+	case "server", "programs":
 		var out []string
-		b.serverReport(func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) })
+		add := func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) }
+		b.serverReport(add)
+		b.programsReport(add)
 		out = append(out, b.targets...)
 		fmt.Println(strings.Join(out, "\n"))
 	}
@@ -777,6 +782,7 @@ func (b *bench) report(t *testing.T) {
 	}
 	add("")
 	b.serverReport(add)
+	b.programsReport(add)
 	add("### Targets")
 	add("")
 	med := func(k string) time.Duration { return median(b.times[k]) }
