@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,16 @@ func TestExec(t *testing.T) {
 	ps, _, _ := e.ctr("task", "ps", b.id)
 	if n := len(strings.Split(strings.TrimSpace(ps), "\n")) - 1; n != 2 {
 		t.Errorf("task ps lists %d processes, want the runner and the exec's: %q", n, ps)
+	}
+	// The exec is the OOM killer's first pick in the container, not the
+	// container's process.
+	init := waitRunning(t, b.id)
+	for _, l := range strings.Split(strings.TrimSpace(ps), "\n")[1:] {
+		pid, _ := strconv.Atoi(strings.Fields(l)[0])
+		adj, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+		if got := strings.TrimSpace(string(adj)); (got == "1000") != (pid != init) {
+			t.Errorf("process %d (init %d): oom_score_adj %q; want 1000 for the exec alone", pid, init, got)
+		}
 	}
 	if _, stderr, err := e.ctr("task", "kill", "--exec-id", "ticker", "-s", "SIGTERM", b.id); err != nil {
 		t.Fatalf("kill exec: %v: %s", err, stderr)
