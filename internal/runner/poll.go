@@ -66,6 +66,9 @@ func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *guestFDs, reso
 			Export(name)
 	}
 	p := &poller{fds: fds}
+	if w, err := newWaiter(); err == nil {
+		p.w = w
+	}
 	i32 := api.ValueTypeI32
 	b.NewFunctionBuilder().
 		WithGoModuleFunction(api.GoModuleFunc(p.pollOneoff), []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).
@@ -85,6 +88,9 @@ func instantiateWASI(ctx context.Context, rt wazero.Runtime, fds *guestFDs, reso
 // once, as in wazero. Clocks are relative, as in wazero.
 type poller struct {
 	fds *guestFDs
+	// w, if not nil, blocks in Go's network poller (see waiter); a poller
+	// without one blocks in poll(2).
+	w *waiter
 }
 
 type subscription struct {
@@ -147,7 +153,7 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 
 	start := time.Now()
 	if len(fds) > 0 {
-		waitFDs(fds, timeout)
+		p.waitFDs(fds, timeout)
 	} else if timeout > 0 {
 		time.Sleep(timeout)
 	}
@@ -180,10 +186,19 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 	return errnoSuccess
 }
 
-// waitFDs polls fds up to timeout (forever if negative). If poll(2) fails,
-// every descriptor is marked ready, for the guest's own calls to report
-// the error.
-func waitFDs(fds []unix.PollFd, timeout time.Duration) {
+// waitFDs polls fds up to timeout (forever if negative): at once, then,
+// if none is ready and there is time, in p's waiter, then once more. If
+// poll(2) fails, every descriptor is marked ready, for the guest's own
+// calls to report the error.
+func (p *poller) waitFDs(fds []unix.PollFd, timeout time.Duration) {
+	if p.w != nil && timeout != 0 {
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			return
+		}
+		if p.w.wait(fds, timeout) {
+			timeout = 0 // what is ready now, without waiting again
+		}
+	}
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)

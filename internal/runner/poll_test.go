@@ -65,7 +65,27 @@ func pollSubs(t *testing.T, p *poller, subs ...sub) ([]int, time.Duration) {
 	return got, took
 }
 
-func TestPollerSockets(t *testing.T) {
+// pollers runs test with a poller that blocks in Go's network poller (as
+// the runner's does) and with one that blocks in poll(2) (its fallback).
+func pollers(t *testing.T, test func(t *testing.T, newPoller func(*guestFDs) *poller)) {
+	t.Run("waiter", func(t *testing.T) {
+		test(t, func(fds *guestFDs) *poller {
+			w, err := newWaiter()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.file.Close() })
+			return &poller{fds: fds, w: w}
+		})
+	})
+	t.Run("poll(2)", func(t *testing.T) {
+		test(t, func(fds *guestFDs) *poller { return &poller{fds: fds} })
+	})
+}
+
+func TestPollerSockets(t *testing.T) { pollers(t, testPollerSockets) }
+
+func testPollerSockets(t *testing.T, newPoller func(*guestFDs) *poller) {
 	pair := func() [2]int {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
@@ -78,7 +98,7 @@ func TestPollerSockets(t *testing.T) {
 	fds := newGuestFDs()
 	fds.set(4, a[0])
 	fds.set(5, b[0])
-	p := &poller{fds: fds}
+	p := newPoller(fds)
 
 	// Nothing to read: the clock fires, the socket subscription does not.
 	got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 4}, sub{kind: eventClock, timeout: 30 * time.Millisecond})
@@ -131,7 +151,9 @@ func TestPollerSockets(t *testing.T) {
 	}
 }
 
-func TestPollerStdin(t *testing.T) {
+func TestPollerStdin(t *testing.T) { pollers(t, testPollerStdin) }
+
+func testPollerStdin(t *testing.T, newPoller func(*guestFDs) *poller) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +162,7 @@ func TestPollerStdin(t *testing.T) {
 	defer w.Close()
 	fds := newGuestFDs()
 	fds.set(0, int(r.Fd()))
-	p := &poller{fds: fds}
+	p := newPoller(fds)
 	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 || took < 20*time.Millisecond {
 		t.Errorf("empty stdin: events %v after %v; want only the clock", got, took)
 	}
@@ -148,7 +170,18 @@ func TestPollerStdin(t *testing.T) {
 	if got, _ := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 {
 		t.Errorf("stdin with data: events %v", got)
 	}
-	if got, _ := pollSubs(t, &poller{fds: newGuestFDs()}, sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
+	// A regular file (epoll takes none) is always ready.
+	f, err := os.CreateTemp(t.TempDir(), "stdin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fileFDs := newGuestFDs()
+	fileFDs.set(0, int(f.Fd()))
+	if got, took := pollSubs(t, newPoller(fileFDs), sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 || took > time.Second {
+		t.Errorf("a regular file as stdin: events %v after %v, want it at once", got, took)
+	}
+	if got, _ := pollSubs(t, newPoller(newGuestFDs()), sub{kind: eventFdRead, fd: 0}); len(got) != 1 {
 		t.Errorf("a stdin that is no descriptor is always ready: events %v", got)
 	}
 }
