@@ -37,73 +37,109 @@ var (
 	serverConcurrency = []int{1, 16}
 )
 
+// serverRounds is how many times each measurement is taken, the servers
+// taking turns; the report gives the median.
+const serverRounds = 3
+
 // servers runs the example HTTP server as a Wasm container (warm cache, its
 // listener pre-opened with WASM_LISTEN) and the same source built for
-// Linux as a native runc container, both on the host network, and measures
-// each in turn: idle CPU, CPU per request at fixed request rates (a new
-// connection per request), requests/s and latency at concurrencies
+// Linux as a native runc container, both at once on the host network, and
+// measures them in turns (serverRounds rounds, so that a slow spell of
+// the machine hits both): idle CPU, CPU per request at fixed request rates
+// (a new connection per request), requests/s and latency at concurrencies
 // (keep-alive connections), and memory after the load.
 func (b *bench) servers(t *testing.T) {
 	runc := "io.containerd.runc.v2"
-	ws := []struct {
+	type server struct {
 		w    workload
 		port int
-	}{
-		{workload{key: "server-native", title: "native (runc shim)", runtime: runc,
-			flags: []string{"--runc-root", b.runcRoot, "--net-host"}, args: []string{"/http-server", "127.0.0.1:18181"}}, 18181},
-		{workload{key: "server-wasm", title: "Wasm (this shim, warm cache)", runtime: runtimeName,
-			flags: append(slices.Clone(b.warm), "--net-host", "--env", "WASM_LISTEN=127.0.0.1:18180"), args: []string{"/http-server.wasm"}}, 18180},
+		url  string
+		pid  int
+		cg   containerCgroup
+		row  serverRow
+		// per round
+		idle     []time.Duration
+		cpuPer   map[int][]time.Duration
+		rps      map[int][]float64
+		p50, p99 map[int][]time.Duration
 	}
-	for _, s := range ws {
+	ss := []*server{
+		{w: workload{key: "server-native", title: "native (runc shim)", runtime: runc,
+			flags: []string{"--runc-root", b.runcRoot, "--net-host"}, args: []string{"/http-server", "127.0.0.1:18181"}}, port: 18181},
+		{w: workload{key: "server-wasm", title: "Wasm (this shim, warm cache)", runtime: runtimeName,
+			flags: append(slices.Clone(b.warm), "--net-host", "--env", "WASM_LISTEN=127.0.0.1:18180"), args: []string{"/http-server.wasm"}}, port: 18180},
+	}
+	for _, s := range ss {
 		id := "bench-" + s.w.key
+		s.url = fmt.Sprintf("http://127.0.0.1:%d/bench", s.port)
 		// A first run compiles the module into the warm cache.
-		pid := b.detached(t, s.w, id)
-		url := fmt.Sprintf("http://127.0.0.1:%d/bench", s.port)
-		if err := waitHTTP(url, time.Minute); err != nil {
+		b.detached(t, s.w, id)
+		if err := waitHTTP(s.url, time.Minute); err != nil {
 			t.Fatalf("%s: %v", s.w.title, err)
 		}
 		b.remove(id)
-		pid = b.detached(t, s.w, id)
-		if err := waitHTTP(url, time.Minute); err != nil {
+		s.pid = b.detached(t, s.w, id)
+		if err := waitHTTP(s.url, time.Minute); err != nil {
 			t.Fatalf("%s: %v", s.w.title, err)
 		}
-		cg, err := cgroupOf(pid)
+		cg, err := cgroupOf(s.pid)
 		if err != nil {
 			t.Fatal(err)
 		}
-		row := serverRow{key: s.w.key, title: s.w.title, cpuPer: map[int]time.Duration{}, rps: map[int]float64{},
-			p50: map[int]time.Duration{}, p99: map[int]time.Duration{}}
-
-		time.Sleep(2 * time.Second) // start-up over
-		c0 := cg.cpu()
-		time.Sleep(serverIdle)
-		row.idleCPU = cg.cpu() - c0
-
+		s.cg = cg
+		s.cpuPer, s.rps = map[int][]time.Duration{}, map[int][]float64{}
+		s.p50, s.p99 = map[int][]time.Duration{}, map[int][]time.Duration{}
+	}
+	time.Sleep(2 * time.Second) // start-up over
+	for round := 0; round < serverRounds; round++ {
+		for _, s := range ss {
+			c0 := s.cg.cpu()
+			time.Sleep(serverIdle)
+			s.idle = append(s.idle, s.cg.cpu()-c0)
+		}
 		for _, rate := range serverRates {
 			n := rate * 10
 			if rate > 10 {
 				n = rate * 4
 			}
-			c0 := cg.cpu()
-			if err := atRate(url, rate, n); err != nil {
-				t.Fatalf("%s at %d requests/s: %v", s.w.title, rate, err)
+			for _, s := range ss {
+				c0 := s.cg.cpu()
+				if err := atRate(s.url, rate, n); err != nil {
+					t.Fatalf("%s at %d requests/s: %v", s.w.title, rate, err)
+				}
+				time.Sleep(time.Second) // what a request leaves behind (lingering closes) counts too
+				s.cpuPer[rate] = append(s.cpuPer[rate], (s.cg.cpu()-c0)/time.Duration(n))
 			}
-			time.Sleep(time.Second) // what a request leaves behind (lingering closes) counts too
-			row.cpuPer[rate] = (cg.cpu() - c0) / time.Duration(n)
 		}
 		for _, c := range serverConcurrency {
-			lat, n, err := closedLoop(url, c, 5*time.Second)
-			if err != nil {
-				t.Fatalf("%s at concurrency %d: %v", s.w.title, c, err)
+			for _, s := range ss {
+				lat, n, err := closedLoop(s.url, c, 5*time.Second)
+				if err != nil {
+					t.Fatalf("%s at concurrency %d: %v", s.w.title, c, err)
+				}
+				s.rps[c] = append(s.rps[c], float64(n)/5)
+				s.p50[c] = append(s.p50[c], percentile(lat, 50))
+				s.p99[c] = append(s.p99[c], percentile(lat, 99))
 			}
-			row.rps[c] = float64(n) / 5
-			row.p50[c], row.p99[c] = percentile(lat, 50), percentile(lat, 99)
 		}
-		row.workingSet, row.stat = cg.memory()
-		row.rss = procStatus(pid, "VmRSS")
+	}
+	for _, s := range ss {
+		row := serverRow{key: s.w.key, title: s.w.title, idleCPU: median(s.idle), cpuPer: map[int]time.Duration{}, rps: map[int]float64{},
+			p50: map[int]time.Duration{}, p99: map[int]time.Duration{}}
+		for _, r := range serverRates {
+			row.cpuPer[r] = median(s.cpuPer[r])
+		}
+		for _, c := range serverConcurrency {
+			rps := slices.Clone(s.rps[c])
+			slices.Sort(rps)
+			row.rps[c] = rps[len(rps)/2]
+			row.p50[c], row.p99[c] = median(s.p50[c]), median(s.p99[c])
+		}
+		row.workingSet, row.stat = s.cg.memory()
+		row.rss = procStatus(s.pid, "VmRSS")
 		b.server = append(b.server, row)
-		t.Logf("%s: idle %v, cpu/request %v, rps %v, p50 %v, p99 %v, working set %s", s.w.title, row.idleCPU, row.cpuPer, row.rps, row.p50, row.p99, mb(row.workingSet))
-		b.remove(id)
+		t.Logf("%s: idle %v, cpu/request %v (rounds %v), rps %v, p50 %v, p99 %v, working set %s", s.w.title, row.idleCPU, row.cpuPer, s.cpuPer, row.rps, row.p50, row.p99, mb(row.workingSet))
+		b.remove("bench-" + s.w.key)
 	}
 }
 
@@ -267,7 +303,7 @@ func (b *bench) serverReport(add func(string, ...any)) {
 	nat, wasm := b.server[0], b.server[1]
 	add("### An HTTP server: examples/http-server, Wasm against the same source built native")
 	add("")
-	add("Both on the host network, without limits; the client is Go's net/http in the benchmark process, on the same machine. CPU is the container cgroup's (`cpuacct.usage`); at a fixed rate each request opens a new connection (CPU counted until 1 s after the last); at a concurrency the clients keep their connections for %s.", "5 s")
+	add("Both on the host network, without limits; the client is Go's net/http in the benchmark process, on the same machine. CPU is the container cgroup's (`cpuacct.usage`); at a fixed rate each request opens a new connection (CPU counted until 1 s after the last); at a concurrency the clients keep their connections for %s. Medians of %d rounds, the servers taking turns.", "5 s", serverRounds)
 	add("")
 	add("| Measure | native | Wasm | Wasm vs native |")
 	add("| --- | ---: | ---: | ---: |")
