@@ -38,7 +38,8 @@ func TestBadInput(t *testing.T) {
 		{"truncated module", nil, []string{"/empty.wasm"}, []string{"/empty.wasm", "invalid module"}},
 		{"module without _start", nil, []string{"/nostart.wasm"}, []string{"/nostart.wasm", `no exported function "_start"`}},
 		{"no such export", nil, []string{"/funcs.wasm#nothere"}, []string{"/funcs.wasm", `no exported function "nothere"`}},
-		{"export with parameters", nil, []string{"/funcs.wasm#withparam"}, []string{"/funcs.wasm", "takes 1 parameter (i32)"}},
+		{"export with parameters", nil, []string{"/funcs.wasm#withparam"}, []string{"/funcs.wasm", `"withparam" has type (i32) -> ()`}},
+		{"export with a result", nil, []string{"/funcs.wasm#withresult"}, []string{"/funcs.wasm", `"withresult" has type () -> (i32)`, "returns nothing"}},
 		{"function on a native program", nil, []string{"/bin/native#main"}, []string{"/bin/native", "native program"}},
 		{"bad WASM_LISTEN", []string{"--env", "WASM_LISTEN=:99999"}, []string{"/probe.wasm"}, []string{"WASM_LISTEN", "99999"}},
 	}

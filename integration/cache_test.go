@@ -57,7 +57,7 @@ func TestChecksBeforeCompile(t *testing.T) {
 		want  string
 	}{
 		{"no _start", nil, []string{"/nostart.wasm"}, `no exported function "_start"`},
-		{"entry with parameters", nil, []string{"/funcs.wasm#withparam"}, "takes 1 parameter (i32)"},
+		{"entry with parameters", nil, []string{"/funcs.wasm#withparam"}, `"withparam" has type (i32) -> ()`},
 		{"bad WASM_LISTEN", []string{"--env", "WASM_LISTEN=nope"}, []string{"/probe.wasm", "echo"}, "WASM_LISTEN"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,4 +9,5 @@
     (i32.store (i32.const 4) (i32.const 17))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
   (func (export "withparam") (param i32))
+  (func (export "withresult") (result i32) (i32.const 1))
   (func (export "_start") (call $proc_exit (i32.const 3))))

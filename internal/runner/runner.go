@@ -337,26 +337,33 @@ func compile(ctx context.Context, cfg *Config, bin []byte, stderr io.Writer) (_ 
 }
 
 // CheckEntry reports whether a compiled module exports fn as a function the
-// runner can call: one that takes no parameters. The shim checked as much
-// from the module's export section before (package wasmmod); this is
-// wazero's word on it.
+// runner can call: one that takes no parameters and returns nothing, as
+// WASI's _start. The shim checked as much from the module's export section
+// before (package wasmmod); this is wazero's word on it.
 func CheckEntry(m wazero.CompiledModule, fn string) error {
 	def, ok := m.ExportedFunctions()[fn]
 	if !ok {
 		return fmt.Errorf("no exported function %q", fn)
 	}
-	if params := def.ParamTypes(); len(params) != 0 {
-		names := make([]string, len(params))
-		for i, t := range params {
-			names[i] = api.ValueTypeName(t)
-		}
-		noun := "parameters"
-		if len(params) == 1 {
-			noun = "parameter"
-		}
-		return fmt.Errorf("exported function %q takes %d %s (%s); an entry function takes none", fn, len(params), noun, strings.Join(names, ", "))
+	params, results := def.ParamTypes(), def.ResultTypes()
+	if len(params) != 0 || len(results) != 0 {
+		return fmt.Errorf("exported function %q has type (%s) -> (%s); an entry function takes no parameters and returns nothing, as WASI's _start",
+			fn, valueTypeNames(params), valueTypeNames(results))
 	}
 	return nil
+}
+
+// valueTypeNames lists value types, comma separated, at most 10.
+func valueTypeNames(ts []api.ValueType) string {
+	names := make([]string, 0, min(len(ts), 11))
+	for i, t := range ts {
+		if i == 10 {
+			names = append(names, "…")
+			break
+		}
+		names = append(names, api.ValueTypeName(t))
+	}
+	return strings.Join(names, ", ")
 }
 
 // readModule reads (or maps) a module through the confined file system, so

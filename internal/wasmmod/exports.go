@@ -148,8 +148,8 @@ func (e *Exports) CheckEntry(fn string) error {
 		}
 		return fmt.Errorf("no exported function %q (exports: %s)", fn, e.suggestions())
 	}
-	if params, _ := e.signature(x.index); len(params) > 0 {
-		return fmt.Errorf("exported function %q takes %s (%s); an entry function takes none", fn, plural(len(params), "parameter"), typeList(params))
+	if params, results := e.signature(x.index); len(params) > 0 || len(results) > 0 {
+		return fmt.Errorf("exported function %q has type %s; an entry function takes no parameters and returns nothing, as WASI's _start", fn, funcTypeString(params, results))
 	}
 	return nil
 }

@@ -11,7 +11,13 @@ type FuncType struct {
 
 // String returns the signature as "(i32, i32) -> (i64)".
 func (t FuncType) String() string {
-	return "(" + typeList(t.Params) + ") -> (" + typeList(t.Results) + ")"
+	return funcTypeString(t.Params, t.Results)
+}
+
+// funcTypeString returns a signature as "(i32, i32) -> (i64)", listing at
+// most maxListed types on either side.
+func funcTypeString[T ~byte](params, results []T) string {
+	return "(" + typeList(params) + ") -> (" + typeList(results) + ")"
 }
 
 // maxListed bounds how many value types a message lists: a function may

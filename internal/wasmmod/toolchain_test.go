@@ -82,11 +82,11 @@ func TestWat(t *testing.T) {
   (func (export "_initialize"))
   (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))`,
 			entry: map[string]string{"_start": `no exported function "_start" (exports: _initialize, add)`, "_initialize": "",
-				"add": `exported function "add" takes 2 parameters (i32, i32); an entry function takes none`}},
+				"add": `exported function "add" has type (i32, i32) -> (i32); an entry function takes no parameters and returns nothing, as WASI's _start`}},
 		{name: "params and results", src: `(module (func (export "_start") (param i32 i64) (result f32 f64) unreachable))`,
-			entry: map[string]string{"_start": `exported function "_start" takes 2 parameters (i32, i64); an entry function takes none`}},
+			entry: map[string]string{"_start": `exported function "_start" has type (i32, i64) -> (f32, f64)`}},
 		{name: "results", src: `(module (func (export "_start") (result i32) i32.const 0))`,
-			entry: map[string]string{"_start": ""}},
+			entry: map[string]string{"_start": `exported function "_start" has type () -> (i32)`}},
 		{name: "re-exported import", src: `(module
   (type $t (func (param f64)))
   (import "env" "start" (func $s (type $t)))
@@ -96,16 +96,16 @@ func TestWat(t *testing.T) {
   (func $main (export "main") call $helper)
   (func $helper)
   (export "_start" (func $s)))`,
-			entry: map[string]string{"_start": `exported function "_start" takes 1 parameter (f64); an entry function takes none`, "main": ""}},
+			entry: map[string]string{"_start": `exported function "_start" has type (f64) -> ()`, "main": ""}},
 		{name: "vectors and references", src: `(module
   (func (export "v") (param v128) (result v128) local.get 0)
   (func (export "r") (param funcref externref) unreachable)
   (func (export "_start")))`,
-			entry: map[string]string{"_start": "", "v": "takes 1 parameter (v128)", "r": "takes 2 parameters (funcref, externref)"}},
+			entry: map[string]string{"_start": "", "v": "has type (v128) -> (v128)", "r": "has type (funcref, externref) -> ()"}},
 		{name: "shared memory", src: `(module (import "env" "mem" (memory 1 2 shared)) (func (export "_start")))`, flags: []string{"--enable-threads"},
 			entry: map[string]string{"_start": ""}},
 		{name: "many functions", src: manyFuncs(300),
-			entry: map[string]string{"f0": "", "f1": "takes 1 parameter (i64); an entry function takes none", "_start": "(exports: f0, f1, f10, f100, f101, and 295 more)"}},
+			entry: map[string]string{"f0": "", "f1": "has type (i64) -> (i32); an entry function takes no parameters and returns nothing", "_start": "(exports: f0, f1, f10, f100, f101, and 295 more)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := wat2wasm(t, tc.src, tc.flags...)
@@ -202,7 +202,7 @@ func TestGoReactor(t *testing.T) {
 	if err := e.CheckEntry("_initialize"); err != nil {
 		t.Error(err)
 	}
-	want := `exported function "add" takes 2 parameters (i32, i32); an entry function takes none`
+	want := `exported function "add" has type (i32, i32) -> (i64); an entry function takes no parameters and returns nothing, as WASI's _start`
 	if err := e.CheckEntry("add"); err == nil || err.Error() != want {
 		t.Errorf("CheckEntry(add) = %v, want %s", err, want)
 	}
