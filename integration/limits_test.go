@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,16 +69,68 @@ func TestMemoryLimitGo(t *testing.T) {
 }
 
 // TestMemoryInitialOverLimit: a module whose declared initial memory does
-// not fit under the limit fails with a clear error, not an OOM kill.
+// not fit under the limit fails with a clear error, not an OOM kill,
+// whether it exports its memory or not.
 func TestMemoryInitialOverLimit(t *testing.T) {
-	id, r := runNamed(t, nil, []string{"--memory-limit", strconv.Itoa(48 * mib)}, "/bigmem.wasm")
-	const want = "initial memory (64 MiB) does not fit in the container's memory limit (48 MiB)"
-	if r.code != 126 || !strings.Contains(r.stderr, want) {
-		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	for _, tt := range []struct {
+		module string
+		limit  int
+		want   string
+	}{
+		{"/bigmem.wasm", 48 * mib, "initial memory (64 MiB) does not fit in the container's memory limit (48 MiB)"},
+		{"/hiddenmem.wasm", 256 * mib, "initial memory (4096 MiB) does not fit in the container's memory limit (256 MiB)"},
+	} {
+		t.Run(tt.module, func(t *testing.T) {
+			id, r := runNamed(t, nil, []string{"--memory-limit", strconv.Itoa(tt.limit)}, tt.module)
+			if r.code != 126 || !strings.Contains(r.stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+			}
+			if l := shimLog(t, id, `"wasm guest failed"`); !strings.Contains(l, tt.want) {
+				t.Errorf("shim log: %s", l)
+			}
+		})
 	}
-	if l := shimLog(t, id, `"wasm guest failed"`); !strings.Contains(l, want) {
-		t.Errorf("shim log: %s", l)
+}
+
+// TestMemoryDeclaredUntouched: without a limit, memory a module declares
+// and never touches costs the node nothing: a guest declaring 1 GiB runs
+// with the runner's RSS far below it.
+func TestMemoryDeclaredUntouched(t *testing.T) {
+	b := startBackground(t, nil, "/hugeidle.wasm")
+	pid := waitRunning(t, b.id)
+	// Instantiated (the guest spins from then on) once the runner's
+	// address space holds the 1 GiB reservation.
+	deadline := time.Now().Add(30 * time.Second)
+	for vmSize(t, pid) < 1<<30 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner never reserved the guest's 1 GiB (VmSize %d MiB)", vmSize(t, pid)/mib)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	if rss := statusBytes(t, pid, "VmRSS"); rss > 200*mib {
+		t.Errorf("the runner of a guest declaring 1 GiB it never touches holds %d MiB", rss/mib)
+	}
+	b.terminate(t)
+}
+
+// vmSize is process pid's virtual memory size.
+func vmSize(t *testing.T, pid int) int64 { return statusBytes(t, pid, "VmSize") }
+
+// statusBytes reads a field (in kB) of /proc/PID/status, in bytes.
+func statusBytes(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
 }
 
 // TestOOM: when the runner's own needs pass what the guest left, the

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 	cg "github.com/containerd/cgroups/v3"
 	"github.com/moby/sys/mountinfo"
 	"github.com/tetratelabs/wazero"
@@ -111,12 +112,19 @@ func (b *memoryBudget) allow(n, need uint64) bool {
 	return true
 }
 
-// checkInitial fails if the memories m declares (their minimum sizes, as
-// instantiation commits them) do not fit in the budget.
-func (b *memoryBudget) checkInitial(m wazero.CompiledModule) error {
+// checkInitial fails if need bytes, the minimum sizes of the module's
+// memories (which instantiation commits), do not fit in the budget.
+func (b *memoryBudget) checkInitial(need uint64) error {
 	if b == nil {
 		return nil
 	}
+	return b.check(need, fmt.Sprintf("its initial memory (%d MiB)", need>>20))
+}
+
+// exportedMemory is the sum of the minimum sizes of the memories m
+// exports: what wazero says of a module's memories. A memory that is not
+// exported is not in it: initialMemory reads every memory.
+func exportedMemory(m wazero.CompiledModule) uint64 {
 	var need uint64
 	seen := map[uint32]bool{}
 	for _, mem := range m.ExportedMemories() {
@@ -125,7 +133,18 @@ func (b *memoryBudget) checkInitial(m wazero.CompiledModule) error {
 			need += uint64(mem.Min()) << 16
 		}
 	}
-	return b.check(need, fmt.Sprintf("its initial memory (%d MiB)", need>>20))
+	return need
+}
+
+// initialMemory is the sum of the minimum sizes of every memory of the
+// module bin, imported or defined, exported or not, and whether the
+// module's sections up to the exports could be read (package wasmmod).
+func initialMemory(bin []byte) (uint64, bool) {
+	e, err := wasmmod.ReadExports(bytes.NewReader(bin))
+	if err != nil {
+		return 0, false
+	}
+	return e.InitialMemory(), true
 }
 
 // checkLoad fails if loading a module of moduleSize bytes whose compiled

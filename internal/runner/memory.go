@@ -11,8 +11,9 @@ import (
 // address space, as large as the memory's maximum, committed as the
 // guest grows into it. Growing never copies (wazero's default allocator
 // copies the whole memory on every grow), and committed pages are
-// populated up front (MADV_POPULATE_WRITE), which on the VMs measured
-// costs about a twentieth of a page fault per page (BENCHMARKS.md).
+// populated up front (MADV_POPULATE_WRITE), up to populateMax a commit,
+// which on the VMs measured costs about a twentieth of a page fault per
+// page (BENCHMARKS.md).
 //
 // Every grow after a memory's first allocation asks budget, which refuses
 // it (memory.grow then returns -1) when the container's memory limit
@@ -103,8 +104,10 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 		}
 		// Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages
 		// fault in as they are touched. ENOMEM: the container's memory
-		// cgroup could not take them after all.
-		if err := unix.Madvise(grow, unix.MADV_POPULATE_WRITE); err != nil && !errors.Is(err, unix.EINVAL) {
+		// cgroup could not take them after all. Beyond populateMax a commit
+		// is left to fault in as the guest touches it: a module that
+		// declares gigabytes it never uses costs the node nothing.
+		if err := unix.Madvise(grow[:min(uint64(len(grow)), populateMax)], unix.MADV_POPULATE_WRITE); err != nil && !errors.Is(err, unix.EINVAL) {
 			unix.Mprotect(grow, unix.PROT_NONE)
 			unix.Madvise(grow, unix.MADV_DONTNEED)
 			m.budget.release(n)
@@ -123,6 +126,9 @@ func (m *mmapMemory) Free() {
 		m.buf, m.committed = nil, 0
 	}
 }
+
+// populateMax is the most of one commit populated up front.
+const populateMax = 64 << 20
 
 // roundPage rounds n up to the host's page size, the granularity of
 // mprotect and so of commits (4 KiB here; 16 or 64 KiB on some arm64).

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,6 +40,40 @@ func TestMmapMemory(t *testing.T) {
 	if m.Reallocate(64*page) == nil {
 		t.Error("could not grow to the maximum")
 	}
+}
+
+// TestMmapMemoryLazy: a large commit is populated up to populateMax only;
+// the rest costs the process nothing until it is touched, and can be.
+func TestMmapMemoryLazy(t *testing.T) {
+	const size = 1 << 30
+	m := mmapAllocator{}.Allocate(size, size)
+	defer m.Free()
+	before := procRSS(t)
+	buf := m.Reallocate(size)
+	if len(buf) != size {
+		t.Fatalf("len %d", len(buf))
+	}
+	if grew := procRSS(t) - before; grew > 256<<20 {
+		t.Errorf("committing 1 GiB grew the RSS by %d MiB; want at most populateMax (%d MiB) and some", grew>>20, populateMax>>20)
+	}
+	buf[size-1] = 1 // committed: writable
+	if buf[size-1] != 1 {
+		t.Error("the end of the memory did not take a write")
+	}
+}
+
+// procRSS is this process's resident set size.
+func procRSS(t *testing.T) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages, rss int64
+	if _, err := fmt.Sscan(string(data), &pages, &rss); err != nil {
+		t.Fatal(err)
+	}
+	return rss * int64(os.Getpagesize())
 }
 
 func TestHeapMemory(t *testing.T) {

@@ -230,6 +230,14 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		return fail(ExitCannotRun, "read module %s: %v", cfg.Module, err)
 	}
 	phase(&trace.Read)
+	// Every memory's declared minimum, before anything is loaded: wazero
+	// tells of exported memories only.
+	initial, read := initialMemory(bin)
+	if read {
+		if err := budget.checkInitial(initial); err != nil {
+			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+		}
+	}
 	if cfg.Cache != "" {
 		if err := budget.checkLoad(uint64(len(bin)), dirSize(cfg.Cache)); err != nil {
 			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
@@ -250,8 +258,10 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	if err := CheckEntry(compiled, cfg.Func); err != nil {
 		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
 	}
-	if err := budget.checkInitial(compiled); err != nil {
-		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+	if !read {
+		if err := budget.checkInitial(exportedMemory(compiled)); err != nil {
+			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+		}
 	}
 	fds := newGuestFDs()
 	if fd := stdinFD(stdio.Stdin); fd >= 0 {

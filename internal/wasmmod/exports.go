@@ -22,7 +22,16 @@ type Exports struct {
 	body     []byte   // the export section
 	exports  []uint32 // the position in body of each export, sorted by name
 	funcs    int      // the number of function exports
+	memPages uint64   // the declared minimum of every memory, imported or defined, in pages
 }
+
+// PageSize is the size of a WebAssembly page.
+const PageSize = 64 << 10
+
+// InitialMemory is what the module's memories, imported or defined,
+// exported or not, take at instantiation: the sum of their declared
+// minimums, in bytes.
+func (e *Exports) InitialMemory() uint64 { return e.memPages * PageSize }
 
 // export is an entry of the export section.
 type export struct {

@@ -81,8 +81,8 @@ func sectionRank(id byte) (rank int, ok bool) {
 //
 // It reads r sequentially and no further than the end of the export section
 // (or the first section that comes after it, if the module has none): it
-// decodes the type, import, function and export sections, skips custom
-// sections and the table, memory, global and tag sections, and reads at most
+// decodes the type, import, function, memory and export sections, skips
+// custom sections and the table, global and tag sections, and reads at most
 // MaxSize bytes in all. It reads section headers a byte at a time (unless r
 // is an io.ByteReader) and section bodies whole; a caller reading from a file
 // may give it a bufio.Reader, at the price of reading ahead by the size of
@@ -164,7 +164,7 @@ func checkOrder(id, last byte) (stop bool, err error) {
 // readSection reads the body of a section of id and size: it decodes the
 // sections e keeps, and skips the others.
 func (e *Exports) readSection(rd *reader, id byte, size uint32) error {
-	if id != secType && id != secImport && id != secFunction && id != secExport {
+	if id != secType && id != secImport && id != secFunction && id != secMemory && id != secExport {
 		return rd.skip(size)
 	}
 	base := rd.off
@@ -180,6 +180,8 @@ func (e *Exports) readSection(rd *reader, id byte, size uint32) error {
 		err = e.decodeImports(d)
 	case secFunction:
 		err = e.decodeFunctions(d)
+	case secMemory:
+		err = e.decodeMemories(d)
 	case secExport:
 		err = e.decodeExports(d)
 	}

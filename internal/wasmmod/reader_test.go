@@ -438,3 +438,42 @@ func TestMemory(t *testing.T) {
 		t.Errorf("%d bytes allocated to read %d bytes", got, len(bin))
 	}
 }
+
+// TestInitialMemory: every memory's declared minimum counts, imported or
+// defined, exported or not.
+func TestInitialMemory(t *testing.T) {
+	memories := func(limits ...[]byte) []byte { return section(secMemory, vec(limits...)) }
+	tests := []struct {
+		name string
+		bin  []byte
+		want uint64 // pages
+		err  string
+	}{
+		{"no memory", module(types(fn(nil)), funcs(0), exports(exp("_start", kindFunc, 0)), code(1)), 0, ""},
+		{"exported", module(types(fn(nil)), funcs(0), memories([]byte{0x00, 0x10}), exports(exp("_start", kindFunc, 0), exp("memory", kindMemory, 0)), code(1)), 16, ""},
+		{"not exported, 4 GiB", module(types(fn(nil)), funcs(0), memories(cat([]byte{0x00}, leb(65536))), exports(exp("_start", kindFunc, 0)), code(1)), 65536, ""},
+		{"with a maximum", module(memories(cat([]byte{0x01}, leb(3), leb(10)))), 3, ""},
+		{"imported and defined", module(imports(cat(str("env"), str("mem"), []byte{kindMemory, 0x00, 0x05})), memories([]byte{0x00, 0x02})), 7, ""},
+		{"two defined (multi-memory)", module(memories([]byte{0x00, 0x01}, []byte{0x01, 0x02, 0x03})), 3, ""},
+		{"shared", module(memories(cat([]byte{0x03}, leb(4), leb(8)))), 4, ""},
+		{"unknown flag", module(memories([]byte{0x08, 0x01})), 0, "memory 0 limits: unknown flag 0x08"},
+		{"truncated", module(section(secMemory, leb(2), []byte{0x00, 0x01})), 0, "memory section"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := ReadExports(bytes.NewReader(tt.bin))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("ReadExports: %v, want an error containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.InitialMemory(); got != tt.want*PageSize {
+				t.Errorf("InitialMemory = %d, want %d pages (%d)", got, tt.want, tt.want*PageSize)
+			}
+		})
+	}
+}

@@ -116,9 +116,12 @@ func (e *Exports) decodeImportDesc(d *decoder) error {
 		if !ValType(t).isRef() {
 			return fmt.Errorf("table element type %#02x is not a reference type: %w", t, ErrUnsupported)
 		}
-		return decodeLimits(d, "table")
+		_, err = decodeLimits(d, "table")
+		return err
 	case kindMemory:
-		return decodeLimits(d, "memory")
+		pages, err := decodeLimits(d, "memory")
+		e.memPages += uint64(pages)
+		return err
 	case kindGlobal:
 		t, err := d.byte()
 		if err != nil {
@@ -140,24 +143,43 @@ func (e *Exports) decodeImportDesc(d *decoder) error {
 	return nil
 }
 
-// decodeLimits decodes the limits of an imported table or memory: a flag
-// saying whether there is a maximum (bit 0) and whether the memory is shared
-// (bit 1, of the threads proposal), then the minimum and the maximum.
-func decodeLimits(d *decoder, what string) error {
+// decodeLimits decodes the limits of a table or memory: a flag saying
+// whether there is a maximum (bit 0) and whether the memory is shared (bit
+// 1, of the threads proposal), then the minimum, which it returns, and the
+// maximum.
+func decodeLimits(d *decoder, what string) (uint32, error) {
 	flag, err := d.byte()
 	if err != nil {
-		return fmt.Errorf("%s limits: %w", what, err)
+		return 0, fmt.Errorf("%s limits: %w", what, err)
 	}
 	if flag > 0x03 {
-		return fmt.Errorf("%s limits: unknown flag %#02x", what, flag)
+		return 0, fmt.Errorf("%s limits: unknown flag %#02x", what, flag)
 	}
-	if _, err := d.u32(); err != nil {
-		return fmt.Errorf("%s minimum: %w", what, err)
+	minimum, err := d.u32()
+	if err != nil {
+		return 0, fmt.Errorf("%s minimum: %w", what, err)
 	}
 	if flag&0x01 != 0 {
 		if _, err := d.u32(); err != nil {
-			return fmt.Errorf("%s maximum: %w", what, err)
+			return 0, fmt.Errorf("%s maximum: %w", what, err)
 		}
+	}
+	return minimum, nil
+}
+
+// decodeMemories decodes the memory section: the limits of each memory the
+// module defines.
+func (e *Exports) decodeMemories(d *decoder) error {
+	n, err := d.count("memories", 2)
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		pages, err := decodeLimits(d, fmt.Sprintf("memory %d", i))
+		if err != nil {
+			return err
+		}
+		e.memPages += uint64(pages)
 	}
 	return nil
 }
