@@ -64,8 +64,8 @@ const (
 type Options struct {
 	// Root is the cache's directory; DefaultRoot if empty.
 	Root string
-	// MaxBytes bounds the total size of compiled code kept; DefaultMaxBytes
-	// if 0.
+	// MaxBytes bounds the total size of compiled code kept, with its index
+	// records; DefaultMaxBytes if 0.
 	MaxBytes int64
 	// Engine identifies the compiler: entries of another engine are never
 	// used. It must change whenever compiled code would be incompatible.
@@ -441,6 +441,7 @@ func (c *Cache) Evict() error {
 		e := entry{key: de.Name(), size: info.Size(), used: info.ModTime()}
 		if ri, err := os.Stat(filepath.Join(c.dir, "index", de.Name())); err == nil {
 			e.used = ri.ModTime()
+			e.size += ri.Size() // the record counts too
 		}
 		entries = append(entries, e)
 		total += e.size

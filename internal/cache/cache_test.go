@@ -209,7 +209,9 @@ func TestEngineChange(t *testing.T) {
 }
 
 func TestEviction(t *testing.T) {
-	c := open(t, t.TempDir(), 2500, "engine-1")
+	// Two entries with their records (about 250 bytes each) fit, three do
+	// not.
+	c := open(t, t.TempDir(), 2800, "engine-1")
 	var calls atomic.Int32
 	mods := []fakeModule{module("m1", 1000), module("m2", 1000), module("m3", 1000)}
 	e1, _ := get(t, c, mods[0], &calls)
@@ -230,6 +232,15 @@ func TestEviction(t *testing.T) {
 		if kept := err == nil; kept != want {
 			t.Errorf("m%d kept %v, want %v", i+1, kept, want)
 		}
+	}
+	// The records count: two entries' code alone fits 2000 bytes, with
+	// their records it does not.
+	c.maxBytes = 2000
+	if err := c.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(c.Dir(), "entries")); len(left) != 1 {
+		t.Errorf("%d entries left under a bound their code alone fits, want 1", len(left))
 	}
 	// A pinned entry survives its eviction until released.
 	c.maxBytes = 1
