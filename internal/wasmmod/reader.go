@@ -167,6 +167,15 @@ func (e *Exports) readSection(rd *reader, id byte, size uint32) error {
 	if id != secType && id != secImport && id != secFunction && id != secMemory && id != secExport {
 		return rd.skip(size)
 	}
+	if size > MaxSectionRead {
+		// Skipped first, so that a module too large or truncated is
+		// invalid whatever its sizes.
+		off := rd.off
+		if err := rd.skip(size); err != nil {
+			return err
+		}
+		return &FormatError{Section: rd.section, Offset: off, Err: fmt.Errorf("%d bytes, more than the %d read before a compile: %w", size, MaxSectionRead, ErrUnsupported)}
+	}
 	base := rd.off
 	body, err := rd.body(size)
 	if err != nil {
@@ -194,6 +203,13 @@ func (e *Exports) readSection(rd *reader, id byte, size uint32) error {
 	}
 	return nil
 }
+
+// MaxSectionRead bounds each section ReadExports decodes, and so what it
+// holds: a larger one is left to the compiler (ErrUnsupported). Real
+// modules' are far smaller (the 30 MB Yosys module's largest, its function
+// section, is under 100 KB); a hostile module's export or type section
+// could otherwise make the shim hold hundreds of megabytes.
+const MaxSectionRead = 1 << 20
 
 // wasmMagic starts every binary module.
 const wasmMagic = "\x00asm"

@@ -477,3 +477,22 @@ func TestInitialMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestSectionBound: a section ReadExports would decode that is larger than
+// MaxSectionRead is left to the compiler, and costs no more than a read.
+func TestSectionBound(t *testing.T) {
+	var ex [][]byte
+	for i := range 150_000 {
+		ex = append(ex, exp(fmt.Sprintf("f%06d", i), kindFunc, 0))
+	}
+	bin := module(types(fn(nil)), funcs(0), exports(ex...), code(1))
+	var err error
+	got := allocated(3, func() { _, err = ReadExports(bytes.NewReader(bin)) })
+	var fe *FormatError
+	if !errors.Is(err, ErrUnsupported) || !errors.As(err, &fe) || !strings.Contains(err.Error(), "export section") {
+		t.Fatalf("ReadExports of a %d-byte module with a large export section: %v, want ErrUnsupported", len(bin), err)
+	}
+	if got > 256<<10 {
+		t.Errorf("ReadExports allocated %d bytes to refuse a large section", got)
+	}
+}
