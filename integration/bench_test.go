@@ -488,21 +488,6 @@ func (b *bench) tasksAt(k string, n, p int) (time.Duration, int64, error) {
 	return time.Since(start), failed.Load(), firstErr
 }
 
-// procStatus reads a field (in kB) of /proc/PID/status, in bytes.
-func procStatus(pid int, field string) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
-
 // pss is the proportional set size of a process, in bytes.
 func pss(pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
@@ -536,18 +521,6 @@ func (b *bench) remove(id string) {
 	e.ctr("container", "delete", id)
 }
 
-// shimOf finds the shim process whose child is pid.
-func shimOf(pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
-}
-
 func (b *bench) memory(t *testing.T) {
 	runc := "io.containerd.runc.v2"
 	idleWasm := workload{key: "idle-wasm", runtime: runtimeName, flags: b.warm, args: []string{"/probe.wasm", "sleep"}}
@@ -563,10 +536,10 @@ func (b *bench) memory(t *testing.T) {
 	cliPid := b.detached(t, cliIdle, "bench-mem-cli")
 	time.Sleep(2 * time.Second)
 	b.mem = append(b.mem,
-		memRow{what: "runc shim RSS, one idle native container", bytes: procStatus(shimOf(nativePid), "VmRSS"), per: "shim"},
-		memRow{what: "  of which anonymous", bytes: procStatus(shimOf(nativePid), "RssAnon")},
-		memRow{what: "this shim's RSS, one idle Wasm container", bytes: procStatus(shimOf(wasmPid), "VmRSS"), base: "runc shim RSS, one idle native container", per: "shim"},
-		memRow{what: "  of which anonymous ", bytes: procStatus(shimOf(wasmPid), "RssAnon")},
+		memRow{what: "runc shim RSS, one idle native container", bytes: procStatus(parentPid(nativePid), "VmRSS"), per: "shim"},
+		memRow{what: "  of which anonymous", bytes: procStatus(parentPid(nativePid), "RssAnon")},
+		memRow{what: "this shim's RSS, one idle Wasm container", bytes: procStatus(parentPid(wasmPid), "VmRSS"), base: "runc shim RSS, one idle native container", per: "shim"},
+		memRow{what: "  of which anonymous ", bytes: procStatus(parentPid(wasmPid), "RssAnon")},
 		memRow{what: "wazero CLI peak RSS, probe.wasm (compiles)", bytes: procStatus(cliPid, "VmHWM"), per: "runner"},
 		memRow{what: "runner peak RSS, probe.wasm (warm cache)", bytes: procStatus(wasmPid, "VmHWM"), base: "wazero CLI peak RSS, probe.wasm (compiles)", per: "runner"},
 	)
@@ -585,7 +558,7 @@ func (b *bench) memory(t *testing.T) {
 		var total, shims int64
 		for _, pid := range pids {
 			total += pss(pid)
-			shims += pss(shimOf(pid))
+			shims += pss(parentPid(pid))
 		}
 		what := map[string]string{"idle-native": "native (pause)", "idle-wasm": "Wasm (probe.wasm sleep)"}[w.key]
 		row := memRow{what: fmt.Sprintf("PSS per container, %d idle %s: container process + shim", n, what), bytes: (total + shims) / n, per: "pss"}

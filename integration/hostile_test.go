@@ -65,9 +65,12 @@ func TestExportBombShimMemory(t *testing.T) {
 
 	podID, podCfg := c.pod(t, "bomb", "wasm")
 	sleeper := c.container(t, podID, podCfg, "sleeper", "/probe.wasm", "sleep")
-	shim := parentOf(t, c.containerPid(t, sleeper))
+	shim := parentPid(c.containerPid(t, sleeper))
 	for i, what := range []string{"compiled", "from the cache"} {
-		before := statusBytes(t, shim, "VmHWM")
+		before := procStatus(shim, "VmHWM")
+		if before == 0 {
+			t.Fatalf("no shim process %d", shim)
+		}
 		id := c.containerConfig(t, podID, podCfg, &cri.ContainerConfig{
 			Metadata: &cri.ContainerMetadata{Name: "bomb-" + strconv.Itoa(i)},
 			Image:    &cri.ImageSpec{Image: name},
@@ -76,7 +79,7 @@ func TestExportBombShimMemory(t *testing.T) {
 		if st := c.waitExit(t, id); st.ExitCode != 0 {
 			t.Fatalf("the export bomb (%s) exited %d", what, st.ExitCode)
 		}
-		grew := statusBytes(t, shim, "VmHWM") - before
+		grew := procStatus(shim, "VmHWM") - before
 		t.Logf("export bomb (%s): the shim's peak RSS %d KiB, grew %d KiB", what, (before+grew)>>10, grew>>10)
 		if grew > 8*mib {
 			t.Errorf("creating the export bomb (%s) grew the shim's peak RSS by %d MiB", what, grew/mib)
@@ -93,17 +96,4 @@ func TestExportBombShimMemory(t *testing.T) {
 			t.Errorf("cache record %s is %d bytes", r, st.Size())
 		}
 	}
-}
-
-// parentOf is the parent of process pid.
-func parentOf(t *testing.T, pid int) int {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
