@@ -4,6 +4,7 @@
 #   make test   unit and integration tests (root; installs runc, wabt and containerd)
 #   make build  the shim and the image packer into bin/
 #   make lint   go vet and gofmt
+#   make fuzz   each fuzz target for FUZZTIME (2m); make test runs them for 5 s
 #   make bench  start-up, throughput and memory against native runc, into BENCHMARKS.md
 #   make bench-releases  start-up on every containerd release, printed
 
@@ -24,7 +25,7 @@ it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-
 # Real WASI programs built from Debian and npm packages (scripts/build-programs.sh).
 PROGRAMS := $(CURDIR)/.tools/programs
 
-.PHONY: all build deps packages programs containerd demo test unit integration matrix lint clean bench bench-releases
+.PHONY: all build deps packages programs containerd demo fuzz fuzz-short test unit integration matrix lint clean bench bench-releases
 
 all: build
 
@@ -76,10 +77,24 @@ $(TOOLBIN)/wazero: go.mod
 demo: deps build
 	./scripts/demo.sh
 
-test: deps build lint unit integration matrix
+test: deps build lint unit fuzz-short integration matrix
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+# The fuzz targets (package:target) of what parses untrusted input: make
+# fuzz runs each for FUZZTIME (default 2 minutes), make test for 5 s.
+# A crash is saved under the package's testdata/fuzz: keep it, as a test.
+FUZZ_TARGETS := internal/wasmmod:FuzzReadExports internal/runner:FuzzParseListen internal/cache:FuzzRecord
+FUZZTIME ?= 2m
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 # The whole integration suite on the primary containerd release.
 integration:

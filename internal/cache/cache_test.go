@@ -391,3 +391,26 @@ func TestOpenAndGetRefuse(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRecord: an index record is a file on the node; whatever it holds,
+// Get does not panic and returns the module's own code, compiled again if
+// the record is not a valid one of this module and engine.
+func FuzzRecord(f *testing.F) {
+	m := module("fuzzed", 3000)
+	f.Add([]byte(`{"module":"` + m.digest + `","engine":"engine-1","name":"wazero-vtest-amd64-linux/` + m.digest + `","size":3000,"sha256":"00"}`))
+	f.Add([]byte(`{"module":"` + m.digest + `","engine":"engine-1","name":"../../etc/passwd","size":1,"sha256":""}`))
+	f.Add([]byte(`{"size":-1}`))
+	f.Add([]byte("not json"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, record []byte) {
+		c := open(t, t.TempDir(), 0, "engine-1")
+		var calls atomic.Int32
+		e, _ := get(t, c, m, &calls)
+		e.Release()
+		if err := os.WriteFile(filepath.Join(c.Dir(), "index", c.Key(m.digest)), record, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e, _ = get(t, c, m, &calls) // checks the pinned code is the module's
+		e.Release()
+	})
+}
