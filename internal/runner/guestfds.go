@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/tetratelabs/wazero/api"
 	"golang.org/x/sys/unix"
@@ -25,82 +24,47 @@ import (
 // closes the host socket) remove a descriptor, fd_renumber moves one. A
 // guest descriptor without a host descriptor (a file, a directory, stdout)
 // is ready at once, as in wazero.
+//
+// It has no lock: the guest is one thread, and the table is used only from
+// its calls into the runner.
 type guestFDs struct {
-	mu    sync.Mutex
-	guest map[uint32]int    // guest descriptor → host descriptor
+	host  map[uint32]int    // guest descriptor → host descriptor
 	paths map[uint32]string // guest descriptor → path from the root ("." for the root)
 }
 
 func newGuestFDs() *guestFDs {
-	return &guestFDs{guest: map[uint32]int{}, paths: map[uint32]string{rootFD: "."}}
+	return &guestFDs{host: map[uint32]int{}, paths: map[uint32]string{rootFD: "."}}
 }
 
 // rootFD is the guest descriptor of the pre-opened root "/".
 const rootFD = 3
 
-// path returns the path from the root of what guest descriptor fd was
-// opened as.
-func (t *guestFDs) path(fd uint32) (string, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	p, ok := t.paths[fd]
-	return p, ok
-}
-
-// setPath records that guest descriptor fd was opened as p.
-func (t *guestFDs) setPath(fd uint32, p string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.paths[fd] = p
-}
-
-// lookup returns the host descriptor behind guest descriptor fd.
-func (t *guestFDs) lookup(fd uint32) (int, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h, ok := t.guest[fd]
-	return h, ok
-}
-
-// set records that guest descriptor fd is host descriptor host.
-func (t *guestFDs) set(fd uint32, host int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.guest[fd] = host
-}
-
 // remove forgets guest descriptor fd.
 func (t *guestFDs) remove(fd uint32) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.guest, fd)
+	delete(t.host, fd)
 	delete(t.paths, fd)
 }
 
 // renumber follows fd_renumber: from becomes to, and what was to is
 // closed.
 func (t *guestFDs) renumber(from, to uint32) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	h, ok := t.guest[from]
-	delete(t.guest, to)
-	delete(t.guest, from)
+	move(t.host, from, to)
+	move(t.paths, from, to)
+}
+
+// move moves m's value of from to to, dropping to's.
+func move[V any](m map[uint32]V, from, to uint32) {
+	v, ok := m[from]
+	delete(m, to)
+	delete(m, from)
 	if ok {
-		t.guest[to] = h
-	}
-	p, ok := t.paths[from]
-	delete(t.paths, to)
-	delete(t.paths, from)
-	if ok {
-		t.paths[to] = p
+		m[to] = v
 	}
 }
 
 // known reports whether host descriptor h is behind a guest descriptor.
 func (t *guestFDs) known(h int) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, v := range t.guest {
+	for _, v := range t.host {
 		if v == h {
 			return true
 		}
@@ -123,7 +87,7 @@ func (t *guestFDs) addListeners(ls []Listener) error {
 			if err != nil || !sameAddr(sa, l) || t.known(h) {
 				continue
 			}
-			t.set(uint32(ListenFDsStart+i), h)
+			t.host[uint32(ListenFDsStart+i)] = h
 			found = true
 			break
 		}
@@ -208,7 +172,7 @@ func (t *guestFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string
 				return
 			}
 			if h, ok := t.accepted(lowest); ok {
-				t.set(fd, h)
+				t.host[fd] = h
 			}
 		}),
 		// fd_close(fd) errno
@@ -233,9 +197,7 @@ func (t *guestFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string
 			fd, how := uint32(stack[0]), stack[1]
 			shutdown.Call(ctx, mod, stack)
 			if stack[0] == errnoSuccess && how == shutRDWR {
-				t.mu.Lock()
-				delete(t.guest, fd)
-				t.mu.Unlock()
+				delete(t.host, fd)
 			}
 		}),
 	}

@@ -50,18 +50,18 @@ func TestHostFDsTable(t *testing.T) {
 			for i, s := range tt.steps {
 				switch s.op {
 				case "set":
-					fds.set(s.a, s.host)
+					fds.host[s.a] = s.host
 				case "remove":
 					fds.remove(s.a)
 				case "renumber":
 					fds.renumber(s.a, s.b)
 				}
-				if len(fds.guest) != len(s.wantHost) {
-					t.Fatalf("step %d (%s): table %v, want %v", i, s.op, fds.guest, s.wantHost)
+				if len(fds.host) != len(s.wantHost) {
+					t.Fatalf("step %d (%s): table %v, want %v", i, s.op, fds.host, s.wantHost)
 				}
 				for g, h := range s.wantHost {
-					if got, ok := fds.lookup(g); !ok || got != h || !fds.known(h) {
-						t.Fatalf("step %d (%s): table %v, want %v", i, s.op, fds.guest, s.wantHost)
+					if got, ok := fds.host[g]; !ok || got != h || !fds.known(h) {
+						t.Fatalf("step %d (%s): table %v, want %v", i, s.op, fds.host, s.wantHost)
 					}
 				}
 			}

@@ -93,14 +93,14 @@ func (t *guestFDs) callAt(ctx context.Context, mod api.Module, stack []uint64, f
 			continue // wazero reports EFAULT
 		}
 		name := string(b)
-		dir, known := t.path(fd)
+		dir, known := t.paths[fd]
 		if args.opens >= 0 && known {
 			opened = fromRoot(dir, name, resolve, false)
 		}
 		if !escapes(name) {
 			continue
 		}
-		if _, rootKnown := t.path(rootFD); !rootKnown || !known && !path.IsAbs(name) {
+		if _, rootKnown := t.paths[rootFD]; !rootKnown || !known && !path.IsAbs(name) {
 			continue // wazero refuses it, as before
 		}
 		rewrites = append(rewrites, rewrite{p, fromRoot(dir, name, resolve, true)})
@@ -111,20 +111,18 @@ func (t *guestFDs) callAt(ctx context.Context, mod api.Module, stack []uint64, f
 
 	// Write each rewritten path to free guest memory and point the call
 	// at it, from the root.
-	var saved []struct {
+	type savedBytes struct {
 		at  uint32
 		old []byte
 	}
+	var saved []savedBytes
 	for _, r := range rewrites {
 		at, ok := freeSpan(busy, uint32(len(r.path)), mem.Size())
 		if !ok {
 			continue
 		}
 		old, _ := mem.Read(at, uint32(len(r.path)))
-		saved = append(saved, struct {
-			at  uint32
-			old []byte
-		}{at, slices.Clone(old)})
+		saved = append(saved, savedBytes{at, slices.Clone(old)})
 		mem.Write(at, []byte(r.path))
 		busy = append(busy, span{uint64(at), uint64(len(r.path))})
 		stack[r.idx[0]], stack[r.idx[1]], stack[r.idx[2]] = rootFD, uint64(at), uint64(len(r.path))
@@ -139,7 +137,7 @@ func (t *guestFDs) callAt(ctx context.Context, mod api.Module, stack []uint64, f
 	}
 	if args.opens >= 0 && stack[0] == errnoSuccess && opened != "" {
 		if fd, ok := mem.ReadUint32Le(resultFD); ok {
-			t.setPath(fd, opened)
+			t.paths[fd] = opened
 		}
 	}
 }

@@ -134,7 +134,7 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 			}
 		case eventFdRead, eventFdWrite:
 			sub.fd = binary.LittleEndian.Uint32(s[16:20])
-			h, ok := p.fds.lookup(sub.fd)
+			h, ok := p.fds.host[sub.fd]
 			if !ok {
 				timeout = 0 // ready at once
 				break

@@ -96,8 +96,8 @@ func testPollerSockets(t *testing.T, newPoller func(*guestFDs) *poller) {
 	}
 	a, b := pair(), pair()
 	fds := newGuestFDs()
-	fds.set(4, a[0])
-	fds.set(5, b[0])
+	fds.host[4] = a[0]
+	fds.host[5] = b[0]
 	p := newPoller(fds)
 
 	// Nothing to read: the clock fires, the socket subscription does not.
@@ -161,7 +161,7 @@ func testPollerStdin(t *testing.T, newPoller func(*guestFDs) *poller) {
 	defer r.Close()
 	defer w.Close()
 	fds := newGuestFDs()
-	fds.set(0, int(r.Fd()))
+	fds.host[0] = int(r.Fd())
 	p := newPoller(fds)
 	if got, took := pollSubs(t, p, sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: 20 * time.Millisecond}); len(got) != 1 || got[0] != 1 || took < 20*time.Millisecond {
 		t.Errorf("empty stdin: events %v after %v; want only the clock", got, took)
@@ -177,7 +177,7 @@ func testPollerStdin(t *testing.T, newPoller func(*guestFDs) *poller) {
 	}
 	defer f.Close()
 	fileFDs := newGuestFDs()
-	fileFDs.set(0, int(f.Fd()))
+	fileFDs.host[0] = int(f.Fd())
 	if got, took := pollSubs(t, newPoller(fileFDs), sub{kind: eventFdRead, fd: 0}, sub{kind: eventClock, timeout: time.Hour}); len(got) != 1 || got[0] != 0 || took > time.Second {
 		t.Errorf("a regular file as stdin: events %v after %v, want it at once", got, took)
 	}
@@ -185,3 +185,4 @@ func testPollerStdin(t *testing.T, newPoller func(*guestFDs) *poller) {
 		t.Errorf("a stdin that is no descriptor is always ready: events %v", got)
 	}
 }
+

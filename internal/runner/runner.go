@@ -265,7 +265,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	}
 	fds := newGuestFDs()
 	if fd := stdinFD(stdio.Stdin); fd >= 0 {
-		fds.set(0, fd)
+		fds.host[0] = fd
 	}
 	if err := instantiateWASI(ctx, rt, fds, resolver(root)); err != nil {
 		return fail(ExitRunner, "instantiate WASI: %v", err)
