@@ -109,6 +109,10 @@ func (p *poller) poll(mem api.Memory, in, out, n, resultNevents uint32) uint32 {
 	if n == 0 {
 		return errnoInval
 	}
+	// n*subscriptionSize must not wrap: a guest's count is untrusted.
+	if uint64(n)*subscriptionSize > uint64(mem.Size()) {
+		return errnoFault
+	}
 	inBuf, ok := mem.Read(in, n*subscriptionSize)
 	if !ok {
 		return errnoFault

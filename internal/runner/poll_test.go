@@ -186,3 +186,13 @@ func testPollerStdin(t *testing.T, newPoller func(*guestFDs) *poller) {
 	}
 }
 
+// TestPollerHugeCount: a subscription count whose size wraps around 32
+// bits is a fault, not a huge allocation or a panic.
+func TestPollerHugeCount(t *testing.T) {
+	p := &poller{fds: newGuestFDs()}
+	for _, n := range []uint32{0x5555556, 1 << 31, 1<<32 - 1} {
+		if errno := p.poll(memory(t), 0, 0, n, 0); errno != errnoFault {
+			t.Errorf("poll of %d subscriptions: errno %d, want EFAULT", n, errno)
+		}
+	}
+}
