@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -378,5 +379,39 @@ func TestLogURI(t *testing.T) {
 func TestKillWhileCompiling(t *testing.T) {
 	b := startBackground(t, unusableCache(t), "/probe.wasm", "sleep") // so the runner compiles
 	waitRunning(t, b.id)
+	b.terminate(t)
+}
+
+// TestPathRace: one guest swaps a directory for a symlink into its own
+// runner's descriptors (/proc/1/fd) and back, as fast as it can, while a
+// second guest of the container (a Wasm exec) opens files through that
+// directory. Every open must get the directory's own file or be refused:
+// the runner opens what it checked, never a symlink swapped in after. When
+// the runner checked a path and then opened it by name, about one open in
+// a thousand reached the first runner's descriptors (its reason pipe, its
+// root).
+func TestPathRace(t *testing.T) {
+	b := startBackground(t, nil, "/probe.wasm", "swap", "/tmp/race", "../proc/1/fd")
+	b.waitOutput(t, "swapping")
+	// 10,500 opens: the runner that opened by name let 8 to 12 of them
+	// escape in each of three runs.
+	const rounds = 1500
+	r := execIn(t, b.id, "race", nil, "/probe.wasm", "raceopen", "/tmp/race", strconv.Itoa(rounds))
+	if r.code != 0 {
+		t.Fatalf("raceopen: %+v", r)
+	}
+	var ok, escaped, refused int
+	line := findLine(r.stdout, "ok=")
+	if _, err := fmt.Sscanf(line, "ok=%d escaped=%d refused=%d", &ok, &escaped, &refused); err != nil {
+		t.Fatalf("raceopen printed %q: %v", r.stdout, err)
+	}
+	if escaped != 0 {
+		t.Errorf("%d of %d opens reached another file than the directory's:\n%s", escaped, ok+escaped+refused, r.stdout)
+	}
+	// Both sides of the race were seen, or the test proves nothing.
+	if ok < 20 || refused < 20 {
+		t.Errorf("the race was not run: %d opens got the directory's file, %d were refused", ok, refused)
+	}
+	t.Logf("%d opened the directory's file, %d refused, %d escaped", ok, refused, escaped)
 	b.terminate(t)
 }

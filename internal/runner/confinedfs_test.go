@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,7 +65,18 @@ func confinedDir(t *testing.T) (string, *ConfinedFS) {
 		}
 		deny.DenyFile(st.Dev, st.Ino, p)
 	}
-	return dir, NewConfinedFS(sysfs.DirFS(dir), deny)
+	return dir, confined(t, dir, deny)
+}
+
+// confined serves dir confined by deny, for the test's length.
+func confined(t *testing.T, dir string, deny *Denylist) *ConfinedFS {
+	t.Helper()
+	c, err := NewConfinedFS(dir, deny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func readAll(t *testing.T, f experimentalsys.File) string {
@@ -326,7 +338,7 @@ func TestConfinedFSHostKernelFS(t *testing.T) {
 		t.Skipf("no procfs: %v", err)
 	}
 	deny := NewDenylist(mounts)
-	cfs := NewConfinedFS(sysfs.DirFS("/"), deny)
+	cfs := confined(t, "/", deny)
 
 	dir := t.TempDir()
 	rel := strings.TrimPrefix(dir, "/")
@@ -462,7 +474,7 @@ func TestConfinedFSHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("ok"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fs := NewConfinedFS(sysfs.DirFS("/"), deny)
+	fs := confined(t, "/", deny)
 	rel := strings.TrimPrefix(dir, "/")
 	refused := []string{"proc/self/mem", "proc/self/fd/0", "proc/self/fd", "proc", "proc/self/root/etc/hostname",
 		rel + "/mem", rel + "/fd0", rel + "/fdrel/1", rel + "/root/etc", "sys/kernel", "sys"}
@@ -527,7 +539,7 @@ func TestConfinedFSFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	deny.DenyFile(st.Dev, st.Ino, "secret")
-	fs := NewConfinedFS(sysfs.DirFS(dir), deny)
+	fs := confined(t, dir, deny)
 	for _, p := range []string{"secret", "abs", "rel", "./secret", "etc/../secret"} {
 		if _, errno := fs.OpenFile(p, experimentalsys.O_RDONLY, 0); errno != experimentalsys.EACCES {
 			t.Errorf("OpenFile(%q) errno %v, want EACCES", p, errno)
@@ -584,7 +596,7 @@ func TestConfinedFSTrailingSlash(t *testing.T) {
 		t.Fatal(err)
 	}
 	deny := NewDenylist(nil)
-	fs := NewConfinedFS(sysfs.DirFS(dir), deny)
+	fs := confined(t, dir, deny)
 	if _, errno := fs.OpenFile("file/", experimentalsys.O_RDONLY, 0); errno != experimentalsys.ENOTDIR {
 		t.Errorf(`OpenFile("file/") errno %v, want ENOTDIR`, errno)
 	}
@@ -612,7 +624,7 @@ func TestConfinedFSStdio(t *testing.T) {
 	if err != nil {
 		t.Skip("no /proc here")
 	}
-	cfs := NewConfinedFS(sysfs.DirFS("/"), NewDenylist(mounts))
+	cfs := confined(t, "/", NewDenylist(mounts))
 	for _, tt := range []struct {
 		path string
 		fd   *os.File
@@ -647,5 +659,142 @@ func TestConfinedFSStdio(t *testing.T) {
 		if _, errno := cfs.OpenFile(p, experimentalsys.O_RDONLY, 0); errno != experimentalsys.EACCES {
 			t.Errorf("OpenFile(%q) errno %v, want EACCES", p, errno)
 		}
+	}
+}
+
+// TestConfinedFSSwapAfterCheck: a directory swapped for a symlink to a host
+// directory after an operation checked its path, or a file swapped for a
+// symlink to a host file, fails the operation; it never reaches the host
+// file. Both ways of pinning a directory are run.
+func TestConfinedFSSwapAfterCheck(t *testing.T) {
+	type op struct {
+		name   string
+		follow bool // the operation follows its last component
+		do     func(c *ConfinedFS) experimentalsys.Errno
+	}
+	ops := []op{
+		{"open", true, func(c *ConfinedFS) experimentalsys.Errno {
+			f, errno := c.OpenFile("a/f", experimentalsys.O_RDWR, 0)
+			if errno == 0 {
+				f.Write([]byte("WRITTEN"))
+				f.Close()
+			}
+			return errno
+		}},
+		{"create", false, func(c *ConfinedFS) experimentalsys.Errno {
+			f, errno := c.OpenFile("a/new", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o644)
+			if errno == 0 {
+				f.Close()
+			}
+			return errno
+		}},
+		{"stat", true, func(c *ConfinedFS) experimentalsys.Errno { _, errno := c.Stat("a/f"); return errno }},
+		{"lstat", false, func(c *ConfinedFS) experimentalsys.Errno { _, errno := c.Lstat("a/f"); return errno }},
+		{"chmod", true, func(c *ConfinedFS) experimentalsys.Errno { return c.Chmod("a/f", 0o777) }},
+		{"utimens", true, func(c *ConfinedFS) experimentalsys.Errno { return c.Utimens("a/f", 0, 0) }},
+		{"mkdir", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Mkdir("a/new", 0o755) }},
+		{"unlink", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Unlink("a/f") }},
+		{"rmdir", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Rmdir("a/d") }},
+		{"rename from", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Rename("a/f", "moved") }},
+		{"rename to", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Rename("g", "a/new") }},
+		{"link", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Link("a/f", "linked") }},
+		{"symlink", false, func(c *ConfinedFS) experimentalsys.Errno { return c.Symlink("x", "a/new") }},
+		{"readlink", false, func(c *ConfinedFS) experimentalsys.Errno { _, errno := c.Readlink("a/l"); return errno }},
+		{"map", true, func(c *ConfinedFS) experimentalsys.Errno {
+			if _, err := c.mapFile("/a/f"); err != nil {
+				return experimentalsys.EIO
+			}
+			return 0
+		}},
+	}
+	// host is what a swap points to: every file an operation could touch
+	// through it, and their state, which must not change.
+	host := t.TempDir()
+	for _, p := range []string{"f", "d/keep"} {
+		os.MkdirAll(filepath.Join(host, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(host, p), []byte("HOST"), 0o600)
+	}
+	os.Symlink("x", filepath.Join(host, "l"))
+	hostState := func() string {
+		var b strings.Builder
+		filepath.WalkDir(host, func(p string, d fs.DirEntry, err error) error {
+			fi, _ := os.Lstat(p)
+			data, _ := os.ReadFile(p)
+			fmt.Fprintf(&b, "%s %v %d %q\n", p, fi.Mode(), fi.ModTime().UnixNano(), data)
+			return nil
+		})
+		return b.String()
+	}
+	before := hostState()
+	for _, walk := range []bool{false, true} {
+		for _, swapFile := range []bool{false, true} {
+			for _, o := range ops {
+				if swapFile && !o.follow {
+					continue // only a followed last component can be swapped for a symlink
+				}
+				name := fmt.Sprintf("%s/walk=%v/swap file=%v", o.name, walk, swapFile)
+				t.Run(name, func(t *testing.T) {
+					dir := t.TempDir()
+					os.MkdirAll(filepath.Join(dir, "a", "d"), 0o755)
+					os.WriteFile(filepath.Join(dir, "a", "f"), []byte("inside"), 0o644)
+					os.WriteFile(filepath.Join(dir, "g"), []byte("g"), 0o644)
+					os.Symlink("x", filepath.Join(dir, "a", "l"))
+					c := confined(t, dir, NewDenylist(nil))
+					c.noOpenat2 = walk
+					c.checked = func() {
+						if swapFile {
+							os.Remove(filepath.Join(dir, "a", "f"))
+							os.Symlink(filepath.Join(host, "f"), filepath.Join(dir, "a", "f"))
+						} else {
+							os.Rename(filepath.Join(dir, "a"), filepath.Join(dir, "a.dir"))
+							os.Symlink(host, filepath.Join(dir, "a"))
+						}
+						c.checked = nil
+					}
+					errno := o.do(c)
+					if errno == 0 {
+						t.Errorf("succeeded through the swapped symlink")
+					}
+					if after := hostState(); after != before {
+						t.Fatalf("host files changed:\n%s\nwere:\n%s", after, before)
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkConfinedFS: opening and stating a file three directories deep,
+// through wazero's own DirFS (no confinement: the baseline) and through
+// ConfinedFS (check, pin, operate).
+func BenchmarkConfinedFS(b *testing.B) {
+	dir := b.TempDir()
+	os.MkdirAll(filepath.Join(dir, "usr", "share", "doc"), 0o755)
+	os.WriteFile(filepath.Join(dir, "usr", "share", "doc", "f"), []byte("x"), 0o644)
+	c, err := NewConfinedFS(dir, NewDenylist(nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	for _, fsys := range []struct {
+		name string
+		fs   experimentalsys.FS
+	}{{"DirFS", sysfs.DirFS(dir)}, {"ConfinedFS", c}} {
+		b.Run(fsys.name+"/open", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				f, errno := fsys.fs.OpenFile("usr/share/doc/f", experimentalsys.O_RDONLY, 0)
+				if errno != 0 {
+					b.Fatal(errno)
+				}
+				f.Close()
+			}
+		})
+		b.Run(fsys.name+"/stat", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, errno := fsys.fs.Stat("usr/share/doc/f"); errno != 0 {
+					b.Fatal(errno)
+				}
+			}
+		})
 	}
 }

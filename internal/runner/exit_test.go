@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
-	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/sys"
 	"golang.org/x/sys/unix"
 )
@@ -258,7 +257,7 @@ func runModuleReason(t *testing.T, bin []byte, cfg Config, deny *Denylist, setup
 	if cfg.Trace {
 		re.trace = &Trace{} // as Main does
 	}
-	status := run(context.Background(), &cfg, NewConfinedFS(sysfs.DirFS(dir), deny),
+	status := run(context.Background(), &cfg, confined(t, dir, deny),
 		Stdio{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr}, re)
 	return status, stdout.String(), stderr.String(), reason.String()
 }

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -165,7 +164,7 @@ func TestPollAcceptedConnection(t *testing.T) {
 	var stderr strings.Builder
 	done := make(chan int, 1)
 	go func() {
-		status := run(context.Background(), &cfg, NewConfinedFS(sysfs.DirFS(dir), NewDenylist(nil)),
+		status := run(context.Background(), &cfg, confined(t, dir, NewDenylist(nil)),
 			Stdio{Stdin: strings.NewReader(""), Stdout: outW, Stderr: &stderr}, runEnv{})
 		outW.Close()
 		done <- status

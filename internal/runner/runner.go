@@ -94,7 +94,11 @@ func Main() int {
 	if cfg.Trace {
 		env.trace = &Trace{Started: started, Setup: time.Since(started)}
 	}
-	return run(context.Background(), cfg, DirFS("/", deny), Stdio{os.Stdin, os.Stdout, os.Stderr}, env)
+	root, err := NewConfinedFS("/", deny)
+	if err != nil {
+		return fail("%v", err)
+	}
+	return run(context.Background(), cfg, root, Stdio{os.Stdin, os.Stdout, os.Stderr}, env)
 }
 
 // hasEnv tells whether env (KEY=value pairs) sets key.
@@ -177,14 +181,6 @@ func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
 		deny.DenyFile(st.Dev, st.Ino, CgroupPath)
 	}
 	return deny, nil
-}
-
-// DirFS returns the host directory dir, confined by deny, as the guest's
-// file system.
-func DirFS(dir string, deny *Denylist) experimentalsys.FS {
-	c := NewConfinedFS(sysfs.DirFS(dir), deny)
-	c.hostDir = dir
-	return c
 }
 
 // Run compiles (or loads from cfg.Cache) and runs the module cfg names,
@@ -379,7 +375,7 @@ func valueTypeNames(ts []api.ValueType) string {
 // readModule reads (or maps) a module through the confined file system, so
 // that the runner cannot be made to load what the guest may not see either.
 func readModule(root experimentalsys.FS, p string) ([]byte, error) {
-	if c, ok := root.(*ConfinedFS); ok && c.hostDir != "" {
+	if c, ok := root.(*ConfinedFS); ok {
 		return c.mapFile(p)
 	}
 	f, errno := root.OpenFile(relative(p), experimentalsys.O_RDONLY, 0)

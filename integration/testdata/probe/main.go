@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -92,6 +93,10 @@ func main() {
 			f.Close()
 			fmt.Printf("linkopen %s: OPENED\n", target)
 		}
+	case "swap": // DIR TARGET: make DIR a directory and a symlink to TARGET by turns, forever
+		swap(args[0], args[1])
+	case "raceopen": // DIR ROUNDS: open DIR/3 to DIR/9 ROUNDS times; count what was opened
+		raceOpen(args[0], args[1])
 	case "tick": // a numbered line every 100 ms, forever
 		for i := 0; ; i++ {
 			fmt.Println("tick", i)
@@ -185,4 +190,84 @@ func check(err error) {
 		fmt.Fprintf(os.Stderr, "error: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// swapNames are the files of the directory swap makes, each holding its
+// own name: a process reading one through the directory can tell it got
+// that file and no other.
+var swapNames = []string{"3", "4", "5", "6", "7", "8", "9"}
+
+// swap makes dir a directory (holding swapNames) and a symlink to target
+// by turns, as fast as it can, renaming each into place: a second guest
+// opening through dir races a directory checked then swapped.
+func swap(dir, target string) {
+	real, link := dir+".dir", dir+".link"
+	if err := os.Mkdir(real, 0o755); err != nil {
+		fail(err)
+	}
+	for _, n := range swapNames {
+		if err := os.WriteFile(real+"/"+n, []byte(n), 0o644); err != nil {
+			fail(err)
+		}
+	}
+	if err := os.Symlink(target, link); err != nil {
+		fail(err)
+	}
+	fmt.Println("swapping")
+	for {
+		for _, from := range []string{real, link} {
+			if err := os.Rename(from, dir); err != nil {
+				fail(err)
+			}
+			if err := os.Rename(dir, from); err != nil {
+				fail(err)
+			}
+		}
+	}
+}
+
+// raceOpen opens each of dir's swapNames rounds times while swap runs, and
+// counts the files opened that are that file (ok), those that are not
+// (escaped: what the symlink led to), and the refusals. An escape is named
+// on a line of its own. It uses the system calls themselves: the os package
+// would hand a descriptor that is not a regular file to its poller.
+func raceOpen(dir, rounds string) {
+	n, err := strconv.Atoi(rounds)
+	if err != nil {
+		fail(err)
+	}
+	var ok, escaped, refused int
+	for i := 0; i < n; i++ {
+		for _, name := range swapNames {
+			fd, err := syscall.Open(dir+"/"+name, syscall.O_RDONLY, 0)
+			if err != nil {
+				refused++
+				continue
+			}
+			var st syscall.Stat_t
+			got := make([]byte, 8)
+			var k int
+			err = syscall.Fstat(fd, &st)
+			regular := err == nil && st.Filetype == syscall.FILETYPE_REGULAR_FILE
+			if regular { // never read a pipe: it could block
+				if k, err = syscall.Read(fd, got); err != nil {
+					k = 0
+				}
+			}
+			syscall.Close(fd)
+			if regular && string(got[:k]) == name {
+				ok++
+				continue
+			}
+			escaped++
+			fmt.Printf("escaped: %s/%s opened a file of WASI type %d holding %q\n", dir, name, st.Filetype, got[:k])
+		}
+	}
+	fmt.Printf("ok=%d escaped=%d refused=%d\n", ok, escaped, refused)
+}
+
+// fail reports err and exits 1.
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
 }
