@@ -14,6 +14,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/pathwalk"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
 )
 
@@ -96,11 +97,7 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 	var fi fs.FileInfo
 	var err error
 	if strings.Contains(arg0, "/") {
-		p := arg0
-		if !path.IsAbs(p) {
-			p = path.Join("/", s.Process.Cwd, p)
-		}
-		e.Path, e.HostPath, err = r.Resolve(p)
+		e.Path, e.HostPath, err = r.ResolveFrom(s.Process.Cwd, arg0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil, bad("no such file in the container (%v)", err)
@@ -113,6 +110,11 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 		}
 		if !fi.Mode().IsRegular() {
 			return nil, bad("%s is a %s, not a regular file", e.Path, describeMode(fi.Mode()))
+		}
+		if pathwalk.HasTrailingSlash(arg0) {
+			// "file/" is ENOTDIR to the kernel, which runc's exec of it
+			// would get.
+			return nil, bad("%s is not a directory, but the path ends in a slash", e.Path)
 		}
 	} else {
 		e.Path, e.HostPath, fi, head, err = lookPath(r, arg0, s.Process.Env)

@@ -479,3 +479,100 @@ func TestEntrypointFIFONoBlock(t *testing.T) {
 		})
 	}
 }
+
+// TestEntrypointDotDotAfterSymlink: a relative process.args[0] resolves from
+// process.cwd as the kernel resolves it, following a symlink before the
+// ".." after it (path.Join used to drop "link/.." unresolved, so that Detect
+// found another file than the one runc runs), and runc creates a missing
+// cwd before it starts the process.
+func TestEntrypointDotDotAfterSymlink(t *testing.T) {
+	b := newOCIBundle(t)
+	b.file("/app.wasm", wasmBytes, 0o644)
+	b.file("/work/app.wasm", elfBytes, 0o755)
+	b.file("/opt/app.wasm", wasmBytes, 0o644)
+	b.dirAt("/tmp")
+	b.dirAt("/opt/sub")
+	b.symlink("/work/l", "/tmp")
+	b.symlink("/cwdlink", "opt/sub")
+	b.symlink("/dangling", "/nowhere")
+	tests := []struct {
+		cwd, arg0 string
+		path      string // "" for an error
+		want      string // in the error
+	}{
+		{cwd: "/work", arg0: "l/../app.wasm", path: "/app.wasm"},
+		{cwd: "/work", arg0: "./l/../work/app.wasm", path: "/work/app.wasm"},
+		{cwd: "/work", arg0: "l/../../../app.wasm", path: "/app.wasm"},
+		{cwd: "/cwdlink/..", arg0: "./app.wasm", path: "/opt/app.wasm"},
+		{cwd: "/work/l/../opt", arg0: "./app.wasm", path: "/opt/app.wasm"},
+		{cwd: "/work/", arg0: "./app.wasm", path: "/work/app.wasm"},
+		{cwd: "//work//.", arg0: "./app.wasm", path: "/work/app.wasm"},
+		// runc makes a missing cwd, and its missing parents.
+		{cwd: "/missing", arg0: "../app.wasm", path: "/app.wasm"},
+		{cwd: "/missing/deeper", arg0: "../../work/app.wasm", path: "/work/app.wasm"},
+		{cwd: "/missing/deeper", arg0: "../../missing/deeper/../../app.wasm", path: "/app.wasm"},
+		{cwd: "/work/l/new", arg0: "../../opt/app.wasm", path: "/opt/app.wasm"},
+		{cwd: "/missing", arg0: "./app.wasm", want: "no such file"},
+		{cwd: "/missing", arg0: "../other/../app.wasm", want: "no such file"}, // only cwd's directories are made
+		{cwd: "/work/app.wasm", arg0: "./x", want: "not a directory"},
+		{cwd: "/work/app.wasm/sub", arg0: "../../app.wasm", want: "not a directory"},
+		{cwd: "/work/l", arg0: "../app.wasm", path: "/app.wasm"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.cwd+" "+tt.arg0, func(t *testing.T) {
+			b.spec.Process.Cwd = tt.cwd
+			e, err := detectArgs(b, tt.arg0)
+			if tt.path == "" {
+				checkBadEntrypoint(t, tt.arg0, err, tt.want)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Detect(%q) in %q: %v", tt.arg0, tt.cwd, err)
+			}
+			if e.Path != tt.path || e.HostPath != b.host(tt.path) {
+				t.Errorf("Detect(%q) in %q = %q (%q), want %q", tt.arg0, tt.cwd, e.Path, e.HostPath, tt.path)
+			}
+		})
+	}
+	// Nothing was made in the rootfs.
+	for _, p := range []string{"/missing", "/work/l/new", "/tmp/new"} {
+		if _, err := os.Lstat(b.host(p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Lstat(%s) = %v, want it not to exist", p, err)
+		}
+	}
+}
+
+// TestEntrypointTrailingSlash: a path that ends in a slash names a
+// directory; the kernel (and so runc) refuses it for a file with ENOTDIR,
+// where Detect used to find the file.
+func TestEntrypointTrailingSlash(t *testing.T) {
+	b := newOCIBundle(t)
+	b.file("/app.wasm", wasmBytes, 0o644)
+	b.file("/elf", elfBytes, 0o755)
+	b.symlink("/link.wasm", "app.wasm")
+	b.dirAt("/dir")
+	tests := []struct {
+		cwd, arg0, want string
+	}{
+		{"/", "/app.wasm/", "not a directory"},
+		{"/", "/app.wasm//", "not a directory"},
+		{"/", "/app.wasm/.", "not a directory"},
+		{"/", "/elf/", "not a directory"},
+		{"/", "/link.wasm/", "not a directory"},
+		{"/", "/app.wasm/#main", "not a directory"},
+		{"/", "./app.wasm/", "not a directory"},
+		{"/dir", "../app.wasm/", "not a directory"},
+		{"/", "/dir/", "directory, not a regular file"},
+		{"/", "/app.wasm/..", "directory, not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.arg0, func(t *testing.T) {
+			b.spec.Process.Cwd = tt.cwd
+			e, err := detectArgs(b, tt.arg0)
+			if err == nil {
+				t.Fatalf("Detect(%q) = %+v, want an error", tt.arg0, e)
+			}
+			checkBadEntrypoint(t, tt.arg0, err, tt.want)
+		})
+	}
+}

@@ -102,7 +102,30 @@ func (r *Resolver) bindBelow(dir string, after int) bool {
 // relative to "/") inside the container's view. It returns the resolved
 // container path and the host path of the same file.
 func (r *Resolver) Resolve(p string) (resolved, host string, err error) {
-	resolved, err = pathwalk.Walk(containerView{r}, p, true)
+	return r.resolve(containerView{r}, p)
+}
+
+// ResolveFrom is Resolve for a path p relative to the working directory
+// cwd (p absolute ignores it) of the container's process: the kernel follows
+// a symlink before the ".." after it, so that p is never cleaned lexically.
+// runc creates cwd, and any directory missing on the way to it, before the
+// process starts: those directories count as there.
+func (r *Resolver) ResolveFrom(cwd, p string) (resolved, host string, err error) {
+	if path.IsAbs(p) {
+		return r.Resolve(p)
+	}
+	dir := "/" + strings.Trim(cwd, "/")
+	if dir != "/" {
+		dir += "/"
+	}
+	created := map[string]bool{}
+	// An error of this walk comes again in the next one, on the same path.
+	_, _ = pathwalk.Walk(cwdView{containerView{r}, created, true}, dir, true)
+	return r.resolve(cwdView{containerView{r}, created, false}, dir+p)
+}
+
+func (r *Resolver) resolve(view pathwalk.FS, p string) (resolved, host string, err error) {
+	resolved, err = pathwalk.Walk(view, p, true)
 	if errors.Is(err, pathwalk.ErrLoop) {
 		return "", "", fmt.Errorf("%s: %w", p, err)
 	}
@@ -147,4 +170,22 @@ func (v containerView) Readlink(p string) (string, error) {
 		return "", fmt.Errorf("%s: %w", p, err)
 	}
 	return target, nil
+}
+
+// cwdView is the container's file system once runc has created the process's
+// working directory: created holds the directories it made. While create is
+// set, a walk makes the directories it misses, as os.MkdirAll does.
+type cwdView struct {
+	containerView
+	created map[string]bool
+	create  bool
+}
+
+func (v cwdView) Lstat(p string) (pathwalk.Kind, error) {
+	kind, err := v.containerView.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) && (v.create || v.created[p]) {
+		v.created[p] = true
+		return pathwalk.Other, nil
+	}
+	return kind, err
 }
