@@ -16,14 +16,24 @@
 //	v1/entries/KEY  the compiled code, in wazero's cache format
 //	v1/locks/KEY    flock(2)ed while KEY is compiled, from any process
 //	v1/pins/NAME    hard links that keep an entry alive for one container
+//	v1/failed/KEY   a compile that failed for the module's sake (JSON),
+//	                remembered until it expires
+//	v1/slots/N      flock(2)ed by a compile running, N < MaxCompiles
 //	v1/tmp/         staging for compiles and records
 //
 // Files are written in tmp/ and renamed into place, the code before its
 // record, so a reader sees a whole entry or none; what a crash tears fails
-// verification. Entries past the size
-// bound are evicted, least recently used first. A container is given a
-// pin, not the entry itself: an entry evicted meanwhile stays on disk until
-// the pin is released, and the pin is what is verified.
+// verification. Entries and failure records past the size bound are
+// evicted, least recently used first. A container is given a pin, not the
+// entry itself: an entry evicted meanwhile stays on disk until the pin is
+// released, and the pin is what is verified.
+//
+// A compile that fails for the module's sake (the Compiler says so with a
+// Failure) is remembered under the module, the engine and the compile's
+// settings for a while, so that the node does not compile an invalid
+// module again for every container that asks for it. No more than
+// MaxCompiles compiles run at once on the node, whichever process runs
+// them.
 package cache
 
 import (
@@ -70,13 +80,35 @@ type Options struct {
 	// Engine identifies the compiler: entries of another engine are never
 	// used. It must change whenever compiled code would be incompatible.
 	Engine string
+	// Settings is whatever else the outcome of a compile depends on (for
+	// example "memory=1073741824 timeout=2m0s"): a failure remembered
+	// under other settings is forgotten.
+	Settings string
+	// FailureTTL is how long a failed compile is remembered;
+	// DefaultFailureTTL if 0.
+	FailureTTL time.Duration
+	// MaxCompiles bounds the compiles running at once on the node, by
+	// every process using the cache; DefaultMaxCompiles() if 0.
+	MaxCompiles int
 }
 
 // Cache is a node-wide cache of compiled modules, shared by every shim.
 type Cache struct {
-	dir      string
+	// dir is the directory of this layout version under the root.
+	dir string
+	// maxBytes bounds the compiled code, index records and failure
+	// records kept.
 	maxBytes int64
-	engine   string
+	// engine is Options.Engine; engineSum and settingsSum are the SHA-256s
+	// of Options.Engine and Options.Settings, in hex, as failure records
+	// hold them.
+	engine, engineSum, settingsSum string
+	// failureTTL is how long a failed compile is remembered.
+	failureTTL time.Duration
+	// slots bound the compiles running at once.
+	slots slots
+	// now tells the time of failures; time.Now but in tests.
+	now func() time.Time
 }
 
 // Record is what the index says of an entry.
@@ -130,11 +162,33 @@ func Open(opts Options) (*Cache, error) {
 	if max == 0 {
 		max = DefaultMaxBytes
 	}
-	c := &Cache{dir: filepath.Join(root, layout), maxBytes: max, engine: opts.Engine}
+	ttl := opts.FailureTTL
+	if ttl < 0 {
+		return nil, fmt.Errorf("compile cache: failure TTL %s is negative", ttl)
+	} else if ttl == 0 {
+		ttl = DefaultFailureTTL
+	}
+	compiles := opts.MaxCompiles
+	if compiles < 0 {
+		return nil, fmt.Errorf("compile cache: at most %d compiles at once", compiles)
+	} else if compiles == 0 {
+		compiles = DefaultMaxCompiles()
+	}
+	dir := filepath.Join(root, layout)
+	c := &Cache{
+		dir:         dir,
+		maxBytes:    max,
+		engine:      opts.Engine,
+		engineSum:   sha256Hex(opts.Engine),
+		settingsSum: sha256Hex(opts.Settings),
+		failureTTL:  ttl,
+		slots:       slots{dir: filepath.Join(dir, "slots"), n: compiles},
+		now:         time.Now,
+	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
-	for _, d := range []string{"", "index", "entries", "locks", "pins", "tmp"} {
+	for _, d := range []string{"", "index", "entries", "locks", "pins", "failed", "slots", "tmp"} {
 		if err := os.Mkdir(filepath.Join(c.dir, d), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("compile cache: %w", err)
 		}
@@ -154,9 +208,19 @@ func (c *Cache) Key(module string) string {
 
 // Get returns the verified entry of a module, given its SHA-256 in hex. On
 // a miss it takes the module's compile lock (waiting while another process
-// holds it, then looking again), compiles with compile and adds the result.
+// holds it, then looking again), compiles with compile, holding one of the
+// node's compile slots (waiting while all are busy), and adds the result.
 // An entry that fails verification is dropped and reported to warn, then
 // treated as a miss.
+//
+// On a miss, a failure of the module remembered under the cache's engine
+// and settings (looked for before the lock is taken and again after) is
+// returned as it is: a *Failure, Remembered. A compile error that wraps a
+// *Failure is remembered, unless ctx has ended, and returned as it is;
+// other compile errors are returned as they are and not remembered. A
+// successful compile removes the module's failure record. Waits for the
+// lock or a slot that ctx ends return errors wrapping ctx.Err(); other
+// errors are the cache's own.
 func (c *Cache) Get(ctx context.Context, module string, compile Compiler, warn func(error)) (*Entry, error) {
 	if warn == nil {
 		warn = func(error) {}
@@ -170,6 +234,9 @@ func (c *Cache) Get(ctx context.Context, module string, compile Compiler, warn f
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		warn(err)
 	}
+	if f, _ := c.failure(key, module, false); f != nil {
+		return nil, f
+	}
 	unlock, err := c.lock(ctx, key)
 	if err != nil {
 		return nil, err
@@ -180,9 +247,25 @@ func (c *Cache) Get(ctx context.Context, module string, compile Compiler, warn f
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		warn(err)
 	}
+	if f, err := c.failure(key, module, true); f != nil {
+		return nil, f // failed for whoever held the lock
+	} else if err != nil {
+		warn(err)
+	}
 	rec, err := c.add(ctx, key, module, compile)
 	if err != nil {
+		var f *Failure
+		if errors.As(err, &f) && f != nil && ctx.Err() == nil {
+			if rerr := c.remember(key, module, f, err); rerr != nil {
+				warn(rerr)
+			} else if eerr := c.Evict(); eerr != nil {
+				warn(eerr)
+			}
+		}
 		return nil, err
+	}
+	if err := c.forget(key); err != nil {
+		warn(err)
 	}
 	// The code was hashed as it was added: the pin needs no second check.
 	pin, err := c.pin(key)
@@ -310,7 +393,13 @@ func (c *Cache) add(ctx context.Context, key, module string, compile Compiler) (
 		return nil, fmt.Errorf("compile cache staging: %w", err)
 	}
 	defer os.RemoveAll(stage)
-	if err := compile(ctx, stage); err != nil {
+	release, err := c.slots.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = compile(ctx, stage)
+	release()
+	if err != nil {
 		return nil, err
 	}
 	name, err := compiledFile(stage)
@@ -370,6 +459,7 @@ func compiledFile(dir string) (string, error) {
 	return found[0], nil
 }
 
+// rel is p relative to dir, for messages.
 func rel(dir, p string) string {
 	r, _ := filepath.Rel(dir, p)
 	return r
@@ -382,12 +472,19 @@ func validName(name string) bool {
 	return ok && strings.HasPrefix(dir, "wazero-") && !strings.ContainsAny(dir, "/\x00") && dir != "." && dir != ".." && validHex(file)
 }
 
+// validHex says whether s is a SHA-256 in hex.
 func validHex(s string) bool {
 	if len(s) != 64 {
 		return false
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// sha256Hex is the SHA-256 of s, in hex.
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // writeFile writes data to path atomically: a file in tmp/, renamed. It
@@ -412,10 +509,11 @@ func (c *Cache) writeFile(path string, data []byte) error {
 	return nil
 }
 
-// Evict removes least recently used entries until the compiled code kept
-// fits the size bound, and removes pins and staging files left by
-// processes that died. Entries in use by containers are pinned, so their
-// files live on until released.
+// Evict removes expired and corrupt failure records, then least recently
+// used entries and failure records until the compiled code, index records
+// and failure records kept fit the size bound, and removes pins and
+// staging files left by processes that died. Entries in use by containers
+// are pinned, so their files live on until released.
 func (c *Cache) Evict() error {
 	unlock, err := c.lock(context.Background(), "evict")
 	if err != nil {
@@ -426,6 +524,8 @@ func (c *Cache) Evict() error {
 		key  string
 		size int64
 		used time.Time
+		// failed says the entry is a failure record, not compiled code.
+		failed bool
 	}
 	var entries []entry
 	var total int64
@@ -446,10 +546,33 @@ func (c *Cache) Evict() error {
 		entries = append(entries, e)
 		total += e.size
 	}
+	des, err = os.ReadDir(filepath.Join(c.dir, "failed"))
+	if err != nil {
+		return fmt.Errorf("compile cache eviction: %w", err)
+	}
+	for _, de := range des {
+		path := filepath.Join(c.dir, "failed", de.Name())
+		if c.expiredFailure(path) {
+			os.Remove(path)
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			continue
+		}
+		entries = append(entries, entry{key: de.Name(), size: info.Size(), used: info.ModTime(), failed: true})
+		total += info.Size()
+	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
 	for _, e := range entries {
 		if total <= c.maxBytes {
 			break
+		}
+		if e.failed {
+			if err := os.Remove(filepath.Join(c.dir, "failed", e.key)); err == nil {
+				total -= e.size
+			}
+			continue
 		}
 		os.Remove(filepath.Join(c.dir, "index", e.key))
 		if err := os.Remove(filepath.Join(c.dir, "entries", e.key)); err == nil {

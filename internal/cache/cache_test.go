@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,7 @@ func (m fakeModule) compiler(calls *atomic.Int32) Compiler {
 	}
 }
 
-func open(t *testing.T, root string, max int64, engine string) *Cache {
+func open(t testing.TB, root string, max int64, engine string) *Cache {
 	t.Helper()
 	c, err := Open(Options{Root: root, MaxBytes: max, Engine: engine})
 	if err != nil {
@@ -95,7 +96,7 @@ func TestMissThenHit(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(c.Dir(), "entries", c.Key(m.digest))); err != nil || st.Mode().Perm() != 0o444 {
 		t.Errorf("entry after its pins are released: %v, %v; want it kept read-only", st, err)
 	}
-	for _, d := range []string{"", "entries", "index", "pins", "tmp", "locks"} {
+	for _, d := range []string{"", "entries", "index", "pins", "failed", "slots", "tmp", "locks"} {
 		if st, err := os.Stat(filepath.Join(c.Dir(), d)); err != nil || st.Mode().Perm() != 0o700 {
 			t.Errorf("%s/%s: %v, %v; want a root-only directory", c.Dir(), d, st, err)
 		}
@@ -363,7 +364,7 @@ func TestCompileFailures(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Get: %v, want an error mentioning %q", err, tt.want)
 			}
-			for _, d := range []string{"entries", "index", "pins", "tmp"} {
+			for _, d := range []string{"entries", "index", "pins", "failed", "tmp"} {
 				if left, _ := os.ReadDir(filepath.Join(c.Dir(), d)); len(left) != 0 {
 					t.Errorf("%s left after a failed compile: %v", d, left)
 				}
@@ -378,6 +379,15 @@ func TestOpenAndGetRefuse(t *testing.T) {
 	}
 	if _, err := Open(Options{Root: t.TempDir()}); err == nil {
 		t.Error("Open accepted no engine identity")
+	}
+	if _, err := Open(Options{Root: t.TempDir(), Engine: "e", MaxCompiles: -1}); err == nil {
+		t.Error("Open accepted a negative number of compiles")
+	}
+	if _, err := Open(Options{Root: t.TempDir(), Engine: "e", FailureTTL: -time.Second}); err == nil {
+		t.Error("Open accepted a negative failure TTL")
+	}
+	if c := open(t, t.TempDir(), 0, "e"); c.slots.n != runtime.NumCPU() || c.failureTTL != DefaultFailureTTL {
+		t.Errorf("defaults: %d compiles at once, failures remembered for %s; want %d, %s", c.slots.n, c.failureTTL, runtime.NumCPU(), DefaultFailureTTL)
 	}
 	file := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(file, nil, 0o600)
