@@ -200,18 +200,7 @@ func newBench(t *testing.T) *bench {
 		{Path: "/tmp/.keep", Mode: 0o644},
 	}}
 	img.Files = append(img.Files, programFiles(t)...)
-	tarPath := filepath.Join(fx, "bench.tar")
-	f, err := os.Create(tarPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := img.WriteTar(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if _, stderr, err := e.ctr("images", "import", tarPath); err != nil {
-		t.Fatalf("import: %v: %s", err, stderr)
-	}
+	importImage(t, img)
 	b.notes = append(b.notes, fmt.Sprintf("Modules: tiny = %d-byte WAT hello; Go hello = examples/hello, %.1f MB (GOOS=wasip1, %s).", len(tiny), float64(len(goHello))/1e6, goruntime.Version()))
 
 	runc := "io.containerd.runc.v2"

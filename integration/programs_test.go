@@ -80,18 +80,7 @@ func programsImageFiles(t *testing.T, dir string) []image.File {
 func TestRealPrograms(t *testing.T) {
 	dir := programsDir(t)
 	files := programsImageFiles(t, dir)
-	tarPath := filepath.Join(t.TempDir(), "programs.tar")
-	f, err := os.Create(tarPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&image.Image{Name: programsImage, Files: files}).WriteTar(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if _, stderr, err := e.ctr("images", "import", tarPath); err != nil {
-		t.Fatalf("import: %v: %s", err, stderr)
-	}
+	importImage(t, &image.Image{Name: programsImage, Files: files})
 	wz, err := tool("wazero")
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +216,24 @@ func command(t *testing.T, dir, name string, args ...string) result {
 		t.Fatalf("%s: %v", name, err)
 	}
 	return r
+}
+
+// importImage writes img as an image archive and imports it.
+func importImage(t testing.TB, img *image.Image) {
+	t.Helper()
+	tarPath := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = img.WriteTar(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := e.ctr("images", "import", tarPath); err != nil {
+		t.Fatalf("import %s: %v: %s", img.Name, err, stderr)
+	}
 }
 
 // runImage is run with another image than the test image.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cache"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
@@ -58,9 +59,14 @@ func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*ca
 	warn := func(err error) { log.G(ctx).WithError(err).Warn("compile cache") }
 	entry, err := c.Get(ctx, digest, compile, warn)
 	if err != nil {
-		var ce *compileError
-		if errors.As(err, &ce) {
-			return nil, err
+		var f *cache.Failure
+		switch {
+		case errors.As(err, &f) && f.Remembered:
+			return nil, fmt.Errorf("%v: %w", f, failureClass(f.Kind))
+		case f != nil:
+			return nil, err // failed now, and remembered
+		case ctx.Err() != nil:
+			return nil, err // containerd gave up: nothing more to do for it
 		}
 		log.G(ctx).WithError(err).Warn("compile cache unusable: checking the module, the runner will compile it")
 		return nil, checkModule(ctx, ep)
@@ -73,7 +79,34 @@ func openCache(opts *Options) (*cache.Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cache.Open(cache.Options{Root: opts.CacheRoot, MaxBytes: opts.CacheMaxBytes, Engine: engine})
+	return cache.Open(cache.Options{
+		Root:        opts.CacheRoot,
+		MaxBytes:    opts.CacheMaxBytes,
+		Engine:      engine,
+		Settings:    fmt.Sprintf("memory=%d timeout=%s", compileMemory(opts), helperTimeout),
+		MaxCompiles: opts.CompileConcurrency,
+	})
+}
+
+// compileMemory is a compile helper's memory limit.
+func compileMemory(opts *Options) int64 {
+	if opts.CompileMemoryLimit != 0 {
+		return opts.CompileMemoryLimit
+	}
+	return defaultCompileMemory
+}
+
+// compileTotalMemory is the limit of every compile helper of the node
+// together: by default a quarter of the node's memory.
+func compileTotalMemory(opts *Options) int64 {
+	if opts.CompileTotalMemoryLimit != 0 {
+		return opts.CompileTotalMemoryLimit
+	}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil || si.Totalram == 0 {
+		return 4 * defaultCompileMemory
+	}
+	return int64(si.Totalram) * int64(si.Unit) / 4
 }
 
 func sha256Hex(r io.Reader) (string, error) {
@@ -84,12 +117,50 @@ func sha256Hex(r io.Reader) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// compileError is a compile that failed for the module's sake (invalid, or
-// too large to compile within the helper's limits), not the cache's.
-type compileError struct{ err error }
+// compileError is a compile that failed for the module's sake (invalid,
+// or too large to compile within the helper's limits), not the cache's:
+// the shim's error, with its errdefs class, and the cache's Failure, which
+// has the cache remember it. The Failure is reached by errors.As, not in
+// the chain: containerd sends every branch of an error tree to its client
+// as one more line.
+type compileError struct {
+	err     error
+	failure *cache.Failure
+}
 
 func (e *compileError) Error() string { return e.err.Error() }
 func (e *compileError) Unwrap() error { return e.err }
+
+// As makes the cache's Failure reachable by errors.As.
+func (e *compileError) As(target any) bool {
+	if p, ok := target.(**cache.Failure); ok {
+		*p = e.failure
+		return true
+	}
+	return false
+}
+
+// moduleFailure is a compile failed for the module's sake: kind is the
+// cache.Failure's Kind (see failureClass), err says why.
+func moduleFailure(kind string, err error) error {
+	return &compileError{
+		err:     fmt.Errorf("%v: %w", err, failureClass(kind)),
+		failure: &cache.Failure{Kind: kind, Reason: err.Error()},
+	}
+}
+
+// failureClass is the errdefs class of a failed compile's kind.
+func failureClass(kind string) error {
+	switch kind {
+	case "invalid":
+		return errdefs.ErrInvalidArgument
+	case "memory":
+		return errdefs.ErrResourceExhausted
+	case "timeout":
+		return context.DeadlineExceeded
+	}
+	return errdefs.ErrFailedPrecondition
+}
 
 // compileInHelper compiles the module in f into dir in a short-lived
 // helper process (the shim's own binary, as runner.CompilerName) in a
@@ -113,16 +184,17 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 		return err
 	}
 	pr.Close()
-	limit := opts.CompileMemoryLimit
-	if limit == 0 {
-		limit = defaultCompileMemory
-	}
+	limit := compileMemory(opts)
 	parent := opts.CompileCgroup
 	if parent == "" {
 		parent = defaultCompileCgroup
 	}
 	// Groups of helpers whose shim was killed mid-compile are empty.
 	cgroups.RemoveOrphans(cgroups.Root, parent, "compile")
+	total := compileTotalMemory(opts)
+	if err := cgroups.LimitMemory(parent, total); err != nil {
+		log.G(ctx).WithError(err).Warn("compile helpers' total memory")
+	}
 	group, err := cgroups.NewGroup(path.Join("/", parent, "compile-"+strconv.Itoa(h.pid())), limit, compilePids)
 	if err == nil {
 		if err = group.Add(h.pid()); err != nil {
@@ -148,14 +220,18 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	}
 	switch {
 	case status == 0:
-	case refused(ep, status, msg) != nil:
-		return &compileError{refused(ep, status, msg)}
-	case group.OOMKilled():
-		return &compileError{fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit): %w", ep.Path, limit, errdefs.ErrResourceExhausted)}
+	case status == runner.ExitCannotRun && msg != "":
+		return moduleFailure("invalid", fmt.Errorf("entrypoint %s: %s", ep.Path, msg))
 	case h.timedOut.Load():
-		return &compileError{fmt.Errorf("compile module %s: took more than %s: %w", ep.Path, helperTimeout, context.DeadlineExceeded)}
+		return moduleFailure("timeout", fmt.Errorf("compile module %s: took more than %s", ep.Path, helperTimeout))
 	case ctx.Err() != nil:
 		return fmt.Errorf("compile module %s: %w", ep.Path, ctx.Err())
+	case group.OOMKilled() && group.PeakMemory() >= limit-limit/16:
+		return moduleFailure("memory", fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit)", ep.Path, limit))
+	case group.OOMKilled():
+		// Under its own limit: the node's compiles together were at
+		// theirs. Not the module's doing alone: not remembered.
+		return fmt.Errorf("compile module %s: out of memory: the node's compiles together reached their limit of %d bytes (runtime option CompileTotalMemoryLimit): %w", ep.Path, total, errdefs.ErrResourceExhausted)
 	default:
 		return fmt.Errorf("compile helper for %s failed with status %d: %s", ep.Path, status, msg)
 	}

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"context"
 	"os"
 )
 
@@ -53,6 +54,11 @@ type container struct {
 	exitOut, deleteOut bool
 	// wasm is what only a Wasm container has; nil for a native one.
 	wasm *wasmContainer
+	// cancelCreate ends its Create's context while it is creating: once
+	// containerd gives up on the container (deletes it, or shuts the shim
+	// down), a compile under way is killed rather than left to finish for
+	// nobody.
+	cancelCreate context.CancelFunc
 }
 
 // wasmContainer is what the shim keeps of a container whose entrypoint is

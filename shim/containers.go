@@ -161,6 +161,16 @@ func (r *containers) abandon(id string) []*runnerFiles {
 	return c.takeFiles()
 }
 
+// cancelCreate ends the context of container id's Create, if it is under
+// way: containerd deleted a container it gave up creating.
+func (r *containers) cancelCreate(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.current(id); c != nil && c.phase == creating && c.cancelCreate != nil {
+		c.cancelCreate()
+	}
+}
+
 // started records that container id's init process was started.
 func (r *containers) started(id string) {
 	r.mu.Lock()
@@ -343,10 +353,11 @@ func (r *containers) published(id string, pid uint32, status *uint32, exit bool)
 // eventsWaitTimeout bounds how long shutdown waits for events.
 const eventsWaitTimeout = 10 * time.Second
 
-// wait returns once the events of every deleted container are out, or
-// after eventsWaitTimeout. It is a shutdown callback: the shim shuts down
-// when it serves no container any more, so every container is deleted by
-// then. ctx's cancellation is not heeded (another callback's error cancels
+// wait returns once the events of every deleted container are out and
+// every Create under way has returned (their contexts ended first: a
+// Create still under way at shutdown was given up on), or after
+// eventsWaitTimeout. It is a shutdown callback: the shim shuts down when
+// it serves no container any more, so every container is deleted by then. ctx's cancellation is not heeded (another callback's error cancels
 // it), its deadline is.
 func (r *containers) wait(ctx context.Context) error {
 	deadline, ok := ctx.Deadline()
@@ -355,6 +366,15 @@ func (r *containers) wait(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
+	r.mu.Lock()
+	for _, cs := range r.byID {
+		for _, c := range cs {
+			if c.phase == creating && c.cancelCreate != nil {
+				c.cancelCreate()
+			}
+		}
+	}
+	r.mu.Unlock()
 	for {
 		r.mu.Lock()
 		if !r.pendingLocked() {
@@ -375,11 +395,11 @@ func (r *containers) wait(ctx context.Context) error {
 }
 
 // pendingLocked tells whether a deleted container's events are still to
-// go out. The caller holds r.mu.
+// go out, or a Create is under way. The caller holds r.mu.
 func (r *containers) pendingLocked() bool {
 	for _, cs := range r.byID {
 		for _, c := range cs {
-			if c.phase == deleted {
+			if c.phase == deleted || c.phase == creating {
 				return true
 			}
 		}

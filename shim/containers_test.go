@@ -200,6 +200,7 @@ func TestContainersLifetime(t *testing.T) {
 	if err := r.add(&container{id: "running"}); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("a second record of a live id: %v", err)
 	}
+	r.created("running", 5)
 	if r.pendingLocked() {
 		t.Error("shutdown would wait for a container not deleted")
 	}
@@ -513,5 +514,40 @@ func TestCreateFailureLeavesNoRecord(t *testing.T) {
 	}
 	if c, ok := s.containers.get("c"); !ok || c.phase != created || c.pid != 100 || c.wasm != nil {
 		t.Errorf("record after Create: %+v, %v", c, ok)
+	}
+}
+
+// TestShutdownEndsCreates: a Create under way when the shim shuts down
+// (containerd gave up on it) has its context ended, and shutdown waits
+// for it to return; deleting the container ends it likewise.
+func TestShutdownEndsCreates(t *testing.T) {
+	for _, how := range []string{"shutdown", "delete"} {
+		t.Run(how, func(t *testing.T) {
+			r := newContainers()
+			ctx, cancel := context.WithCancel(context.Background())
+			if err := r.add(&container{id: "c", cancelCreate: cancel}); err != nil {
+				t.Fatal(err)
+			}
+			returned := make(chan struct{})
+			go func() { // Create, compiling until its context ends
+				<-ctx.Done()
+				time.Sleep(10 * time.Millisecond)
+				r.abandon("c")
+				close(returned)
+			}()
+			if how == "delete" {
+				r.cancelCreate("c")
+				<-returned
+				return
+			}
+			wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer wcancel()
+			r.wait(wctx)
+			select {
+			case <-returned:
+			default:
+				t.Fatal("shutdown returned before the Create under way")
+			}
+		})
 	}
 }

@@ -39,6 +39,15 @@ type Options struct {
 	// CompileMemoryLimit is the memory limit of a compile helper, in
 	// bytes; defaultCompileMemory by default.
 	CompileMemoryLimit int64 `toml:"CompileMemoryLimit"`
+	// CompileTotalMemoryLimit is the memory limit of CompileCgroup, under
+	// which every compile helper of the node runs: it bounds them
+	// together; a quarter of the node's memory by default. The node has
+	// one such cgroup: give every handler the same value.
+	CompileTotalMemoryLimit int64 `toml:"CompileTotalMemoryLimit"`
+	// CompileConcurrency bounds the compiles running at once on the node,
+	// across every shim; one per CPU by default. A compile past the bound
+	// waits for one to end.
+	CompileConcurrency int `toml:"CompileConcurrency"`
 	// Trace has the runner write its phases' durations to the guest's
 	// stderr after the guest returns (see runner.Trace). For benchmarks
 	// and debugging only.
@@ -46,7 +55,7 @@ type Options struct {
 }
 
 // optionKeys lists the keys of Options, for error messages.
-const optionKeys = "BinaryName, Root, SystemdCgroup, CacheRoot, CacheMaxBytes, CompileCgroup, CompileMemoryLimit, Trace"
+const optionKeys = "BinaryName, Root, SystemdCgroup, CacheRoot, CacheMaxBytes, CompileCgroup, CompileMemoryLimit, CompileTotalMemoryLimit, CompileConcurrency, Trace"
 
 // runcOptions decodes the runtime options containerd passed, whatever their
 // form, into runc's.
@@ -97,8 +106,8 @@ func parseOptions(a typeurl.Any) (*Options, *runcoptions.Options, error) {
 		if opts.CacheRoot != "" && !filepath.IsAbs(opts.CacheRoot) {
 			return nil, nil, fmt.Errorf("%s: CacheRoot %q is not an absolute path: %w", where, opts.CacheRoot, errdefs.ErrInvalidArgument)
 		}
-		if opts.CacheMaxBytes < 0 || opts.CompileMemoryLimit < 0 {
-			return nil, nil, fmt.Errorf("%s: CacheMaxBytes and CompileMemoryLimit may not be negative: %w", where, errdefs.ErrInvalidArgument)
+		if opts.CacheMaxBytes < 0 || opts.CompileMemoryLimit < 0 || opts.CompileTotalMemoryLimit < 0 || opts.CompileConcurrency < 0 {
+			return nil, nil, fmt.Errorf("%s: CacheMaxBytes, CompileMemoryLimit, CompileTotalMemoryLimit and CompileConcurrency may not be negative: %w", where, errdefs.ErrInvalidArgument)
 		}
 		return &opts, &runcoptions.Options{
 			BinaryName:    opts.BinaryName,

@@ -161,11 +161,13 @@ func TestShimOptions(t *testing.T) {
 	}{
 		{"defaults", nil, Options{}, ""},
 		{"runc's options type", marshalOptions(t, &runcoptions.Options{Root: "/r"}), Options{}, ""},
-		{"all keys", body("Root = \"/r\"\nCacheRoot = \"/var/cache/wasm\"\nCacheMaxBytes = 1048576\nCompileCgroup = \"/system.slice/wasm\"\nCompileMemoryLimit = 536870912\nTrace = true\n"),
-			Options{Root: "/r", CacheRoot: "/var/cache/wasm", CacheMaxBytes: 1 << 20, CompileCgroup: "/system.slice/wasm", CompileMemoryLimit: 512 << 20, Trace: true}, ""},
+		{"all keys", body("Root = \"/r\"\nCacheRoot = \"/var/cache/wasm\"\nCacheMaxBytes = 1048576\nCompileCgroup = \"/system.slice/wasm\"\nCompileMemoryLimit = 536870912\nCompileTotalMemoryLimit = 2147483648\nCompileConcurrency = 3\nTrace = true\n"),
+			Options{Root: "/r", CacheRoot: "/var/cache/wasm", CacheMaxBytes: 1 << 20, CompileCgroup: "/system.slice/wasm", CompileMemoryLimit: 512 << 20, CompileTotalMemoryLimit: 2 << 30, CompileConcurrency: 3, Trace: true}, ""},
 		{"relative cache root", body("CacheRoot = \"cache\"\n"), Options{}, "not an absolute path"},
 		{"negative cache bound", body("CacheMaxBytes = -1\n"), Options{}, "may not be negative"},
 		{"negative memory limit", body("CompileMemoryLimit = -5\n"), Options{}, "may not be negative"},
+		{"negative total memory limit", body("CompileTotalMemoryLimit = -1\n"), Options{}, "may not be negative"},
+		{"negative concurrency", body("CompileConcurrency = -2\n"), Options{}, "may not be negative"},
 		{"size as a string", body("CacheMaxBytes = \"1GiB\"\n"), Options{}, "runtime options"},
 	}
 	for _, tt := range tests {

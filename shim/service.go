@@ -100,7 +100,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument))
 	}
-	c := &container{id: r.ID, bundle: r.Bundle, sandbox: spec.Annotations[sandboxAnnotation]}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := &container{id: r.ID, bundle: r.Bundle, sandbox: spec.Annotations[sandboxAnnotation], cancelCreate: cancel}
 	if err := s.containers.add(c); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -207,6 +209,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 		return resp, err
 	}
+	s.containers.cancelCreate(r.ID) // a Create containerd gave up on
 	sig := s.containers.killSignal(r.ID)
 	resp, err := s.TTRPCTaskService.Delete(ctx, r)
 	if err != nil {

@@ -142,3 +142,58 @@ func processExists(pid int) bool {
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
 }
+
+// LimitMemory sets the memory limit of the cgroup at path, creating it if
+// need be: the parent of helpers' groups, whose limit then bounds them
+// all together. It joins (on v1) the memory controller only.
+func LimitMemory(path string, memory int64) error {
+	return limitMemory(cg.Mode() == cg.Unified, Root, path, memory)
+}
+
+func limitMemory(unified bool, root, path string, memory int64) error {
+	var err error
+	if unified {
+		_, err = cgroup2.NewManager(root, path, &cgroup2.Resources{Memory: &cgroup2.Memory{Max: &memory}})
+	} else {
+		_, err = cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{
+			Memory: &specs.LinuxMemory{Limit: &memory},
+		}, cgroup1.WithHiearchy(memorySubsystem))
+	}
+	if err != nil {
+		return fmt.Errorf("limit the memory of cgroup %s to %d bytes: %w", path, memory, err)
+	}
+	return nil
+}
+
+// memorySubsystem is the v1 memory controller alone.
+func memorySubsystem() ([]cgroup1.Subsystem, error) {
+	all, err := cgroup1.Default()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		if s.Name() == cgroup1.Memory {
+			return []cgroup1.Subsystem{s}, nil
+		}
+	}
+	return nil, errors.New("no memory cgroup v1 controller mounted")
+}
+
+// PeakMemory is the most memory the group has used, in bytes (v1
+// memory.max_usage_in_bytes, v2 memory.peak); 0 if unknown.
+func (g *Group) PeakMemory() int64 {
+	if g.v2 != nil {
+		for _, d := range Dirs(Root, g.path) {
+			if data, err := os.ReadFile(filepath.Join(d, "memory.peak")); err == nil {
+				n, _ := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	m, err := g.v1.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return 0
+	}
+	return int64(m.GetMemory().GetUsage().GetMax())
+}

@@ -85,3 +85,24 @@ func TestRemoveOrphans(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitMemoryV2: the helpers' parent gets memory.max, and only the
+// memory controller is enabled for it; setting it again changes it.
+func TestLimitMemoryV2(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{1 << 30, 512 << 20} {
+		if err := limitMemory(true, root, "/shim", limit); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(filepath.Join(root, "shim", "memory.max"))
+		if strings.TrimSpace(string(got)) != strconv.FormatInt(limit, 10) {
+			t.Errorf("memory.max %q, want %d", got, limit)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "cgroup.subtree_control")); strings.TrimSpace(string(got)) != "+memory" {
+		t.Errorf("root's subtree_control %q, want +memory", got)
+	}
+}
