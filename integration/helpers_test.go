@@ -474,6 +474,7 @@ func (e *env) buildImage() error {
 			{Path: "/escape-link", Type: tar.TypeSymlink, Linkname: "../../../../../../.." + filepath.Join(e.dir, hostSecretName)},
 			{Path: "/escape-dir", Type: tar.TypeSymlink, Linkname: "../../../../../../.." + e.dir},
 			{Path: "/tmp/.keep", Data: nil, Mode: 0o644},
+			{Path: "/hiddenbig.wasm", Data: hiddenBehindLargeSection(), Mode: 0o644},
 		},
 	}
 	if err := os.WriteFile(filepath.Join(e.dir, hostSecretName), []byte("HOST SECRET\n"), 0o644); err != nil {

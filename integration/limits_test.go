@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/binary"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,6 +67,29 @@ func TestMemoryLimitGo(t *testing.T) {
 	}
 }
 
+// hiddenBehindLargeSection is hiddenmem.wat behind a type section of 1.2
+// MB (400,000 function types), more than wasmmod decodes before a compile
+// (MaxSectionRead).
+func hiddenBehindLargeSection() []byte {
+	uleb := func(n int) []byte { return binary.AppendUvarint(nil, uint64(n)) }
+	section := func(id byte, b []byte) []byte {
+		return append(append([]byte{id}, uleb(len(b))...), b...)
+	}
+	const types = 400000
+	ts := uleb(types)
+	for range types {
+		ts = append(ts, 0x60, 0, 0)
+	}
+	var m []byte
+	m = append(m, "\x00asm\x01\x00\x00\x00"...)
+	m = append(m, section(1, ts)...)
+	m = append(m, section(3, []byte{1, 0})...)
+	m = append(m, section(5, append([]byte{1, 0}, uleb(65536)...))...) // 4 GiB, not exported
+	m = append(m, section(7, append([]byte{1, 6}, append([]byte("_start"), 0, 0)...))...)
+	m = append(m, section(10, []byte{1, 2, 0, 0x0b})...)
+	return m
+}
+
 // TestMemoryInitialOverLimit: a module whose declared initial memory does
 // not fit under the limit fails with a clear error, not an OOM kill,
 // whether it exports its memory or not.
@@ -77,6 +101,9 @@ func TestMemoryInitialOverLimit(t *testing.T) {
 	}{
 		{"/bigmem.wasm", 48 * mib, "initial memory (64 MiB) does not fit in the container's memory limit (48 MiB)"},
 		{"/hiddenmem.wasm", 256 * mib, "initial memory (4096 MiB) does not fit in the container's memory limit (256 MiB)"},
+		// Its memory comes after more than the runner reads before
+		// loading: checked at its first allocation.
+		{"/hiddenbig.wasm", 256 * mib, "initial memory (4096 MiB) does not fit in the container's memory limit (256 MiB)"},
 	} {
 		t.Run(tt.module, func(t *testing.T) {
 			id, r := runNamed(t, nil, []string{"--memory-limit", strconv.Itoa(tt.limit)}, tt.module)

@@ -163,7 +163,7 @@ func TestMmapMemoryBudget(t *testing.T) {
 	f.set(u(100*page), 10*page)
 	b := &memoryBudget{cg: f.cg, margin: 10 * page}
 	b.refresh()
-	m := mmapAllocator{b}.Allocate(page, 1000*page)
+	m := mmapAllocator{b, false}.Allocate(page, 1000*page)
 	defer m.Free()
 	if m.Reallocate(90*page) == nil { // the first allocation is never refused
 		t.Fatal("first allocation refused")

@@ -19,9 +19,27 @@ import (
 // it (memory.grow then returns -1) when the container's memory limit
 // would leave too little for the runner. The first allocation, the
 // module's declared minimum, is checked before instantiation instead
-// (memoryBudget.checkInitial): wazero cannot fail it.
+// (memoryBudget.checkInitial): wazero cannot fail it. Where the module's
+// memories could not be read before (a section past what wasmmod reads),
+// checkFirst has the first allocation checked as well, and refused with a
+// memoryRefused panic, which instantiate turns into an error.
 type mmapAllocator struct {
-	budget *memoryBudget
+	budget     *memoryBudget
+	checkFirst bool
+}
+
+// memoryRefused is the panic of a first allocation that does not fit.
+type memoryRefused struct{ err error }
+
+// first counts a memory's first allocation of n bytes, checking it first
+// if check.
+func (b *memoryBudget) first(n uint64, check bool) {
+	if check {
+		if err := b.checkInitial(n); err != nil {
+			panic(memoryRefused{err})
+		}
+	}
+	b.add(n)
 }
 
 // Allocate implements experimental.MemoryAllocator. If the address space
@@ -32,9 +50,9 @@ func (a mmapAllocator) Allocate(cap, max uint64) experimental.LinearMemory {
 	}
 	buf, err := unix.Mmap(-1, 0, int(roundPage(max)), unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
 	if err != nil {
-		return &heapMemory{max: max, budget: a.budget}
+		return &heapMemory{max: max, budget: a.budget, checkFirst: a.checkFirst}
 	}
-	return &mmapMemory{buf: buf, budget: a.budget}
+	return &mmapMemory{buf: buf, budget: a.budget, checkFirst: a.checkFirst}
 }
 
 // heapMemory is a linear memory on the Go heap, grown by copying: while
@@ -44,6 +62,8 @@ type heapMemory struct {
 	max    uint64
 	budget *memoryBudget
 	grown  bool // past the first allocation
+	// checkFirst: see mmapAllocator.
+	checkFirst bool
 }
 
 // Reallocate implements experimental.LinearMemory.
@@ -56,7 +76,7 @@ func (m *heapMemory) Reallocate(size uint64) []byte {
 	if size > uint64(cap(m.buf)) {
 		newCap := min(max(size, 2*uint64(cap(m.buf))), m.max)
 		if first {
-			m.budget.add(newCap)
+			m.budget.first(newCap, m.checkFirst)
 		} else if !m.budget.allow(newCap-uint64(cap(m.buf)), newCap) {
 			return nil
 		}
@@ -80,6 +100,8 @@ type mmapMemory struct {
 	committed uint64
 	budget    *memoryBudget
 	grown     bool // past the first allocation
+	// checkFirst: see mmapAllocator.
+	checkFirst bool
 }
 
 // Reallocate implements experimental.LinearMemory.
@@ -93,7 +115,7 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 		end := roundPage(size)
 		n := end - m.committed
 		if first {
-			m.budget.add(n) // the declared minimum, checked before instantiation
+			m.budget.first(n, m.checkFirst) // the declared minimum, checked before instantiation
 		} else if !m.budget.allow(n, n) {
 			return nil
 		}

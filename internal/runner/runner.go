@@ -101,6 +101,21 @@ func Main() int {
 	return run(context.Background(), cfg, root, Stdio{os.Stdin, os.Stdout, os.Stderr}, env)
 }
 
+// instantiate is rt.InstantiateModule, with a memory refused at its first
+// allocation (see mmapAllocator.checkFirst) returned as an error.
+func instantiate(ctx context.Context, rt wazero.Runtime, compiled wazero.CompiledModule, mc wazero.ModuleConfig) (_ api.Module, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			refused, ok := r.(memoryRefused)
+			if !ok {
+				panic(r)
+			}
+			err = refused.err
+		}
+	}()
+	return rt.InstantiateModule(ctx, compiled, mc)
+}
+
 // hasEnv tells whether env (KEY=value pairs) sets key.
 func hasEnv(env []string, key string) bool {
 	for _, kv := range env {
@@ -291,7 +306,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mmapAllocator{budget}), compiled, mc)
+	mod, err := instantiate(experimental.WithMemoryAllocator(ctx, mmapAllocator{budget, !read}), rt, compiled, mc)
 	if err != nil {
 		if status, msg := ExitStatus(err); msg == "" {
 			return status
