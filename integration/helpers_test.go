@@ -589,6 +589,17 @@ type criSettings struct {
 // wasm.toml; containerd 1.7, which would replace its whole CRI section
 // with an imported file's, has wasm-containerd-1.7.toml appended.
 func (r release) criConfig(dir, address string, s criSettings) (string, error) {
+	return r.criConfigWith(dir, address, s, true)
+}
+
+// criNodeConfig is criConfig without the handler "wasm": a node's config
+// before the installer.
+func (r release) criNodeConfig(dir, address string, s criSettings) string {
+	c, _ := r.criConfigWith(dir, address, s, false)
+	return c
+}
+
+func (r release) criConfigWith(dir, address string, s criSettings, wasm bool) (string, error) {
 	rt := r.criRuntime()
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%s]\n  restrict_oom_score_adj = true\n  netns_mounts_under_state_dir = true\n", rt)
@@ -611,6 +622,9 @@ func (r release) criConfig(dir, address string, s criSettings) (string, error) {
 	wasmOptions := fmt.Sprintf("  Root = %q\n", s.runcRoot)
 	for _, l := range s.wasmOptions {
 		wasmOptions += "  " + l + "\n"
+	}
+	if !wasm {
+		return r.baseConfig(dir, address, "") + b.String(), nil
 	}
 	optionsTable := fmt.Sprintf("[%s.containerd.runtimes.wasm.options]\n", rt)
 	deploy := filepath.Join(repoRoot(), "deploy", "containerd")
@@ -652,6 +666,7 @@ var matrixTests = []string{
 	"TestContainerdRestart", // containerd restarted under running containers
 	"TestCRIPod",            // a pod mixing Wasm and native containers, one shim, stop and remove
 	"TestCRIOperate",        // CRI exec, stats and update
+	"TestInstaller",         // the installer against that release's config
 }
 
 // selectMatrix has the test binary run matrixTests alone when
@@ -1065,6 +1080,18 @@ type criEnv struct {
 
 func startCRI(t *testing.T) *criEnv {
 	t.Helper()
+	return startCRIWith(t, nil)
+}
+
+// criNode installs the handler on a node whose containerd config is
+// config, in dir, and returns how to start that node's containerd: the
+// config's path and the command that runs containerd ARGS.
+type criNode func(dir, config string) (configPath string, wrap []string)
+
+// startCRIWith is startCRI on a node that install sets up (nil: the
+// handler from the shipped drop-in, as startCRI).
+func startCRIWith(t *testing.T, install criNode) *criEnv {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "shim-wasm-cri-")
 	if err != nil {
 		t.Fatal(err)
@@ -1082,22 +1109,31 @@ func startCRI(t *testing.T) *criEnv {
 	}
 	// The handler "wasm" comes from the shipped drop-in, as on a node; only
 	// runc's state directory and the compile cache are the test's own.
-	config, err := e.release.criConfig(dir, c.address, criSettings{
+	settings := criSettings{
 		pauseImage: pauseImage, cniConfDir: cniConf, runcRoot: runcRoot,
 		wasmOptions: []string{fmt.Sprintf("CacheRoot = %q", e.cacheRoot), fmt.Sprintf("CompileCgroup = %q", e.compileCg)},
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "containerd.toml")
-	os.WriteFile(cfgPath, []byte(config), 0o644)
 	containerd, err := tool("containerd")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var cmd *exec.Cmd
+	path := e.bin + ":" + filepath.Dir(containerd) + ":" + os.Getenv("PATH")
+	if install == nil {
+		config, err := e.release.criConfig(dir, c.address, settings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgPath := filepath.Join(dir, "containerd.toml")
+		os.WriteFile(cfgPath, []byte(config), 0o644)
+		cmd = exec.Command(containerd, "--config", cfgPath)
+	} else {
+		cfgPath, wrap := install(dir, e.release.criNodeConfig(dir, c.address, settings))
+		cmd = exec.Command(wrap[0], append(wrap[1:], containerd, "--config", cfgPath)...)
+		path = filepath.Dir(containerd) + ":" + os.Getenv("PATH") // the shim only where the installer put it
+	}
 	logFile, _ := os.Create(filepath.Join(dir, "containerd.log"))
-	cmd := exec.Command(containerd, "--config", cfgPath)
-	cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+filepath.Dir(containerd)+":"+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+path)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

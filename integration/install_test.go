@@ -1,0 +1,126 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/install"
+)
+
+// TestInstaller: `containerd-shim-wasm-v1 install` on a node, against a
+// containerd config of this release's version (for 2.4 also version 4,
+// with other imports present), then containerd started from the result
+// runs a pod on the handler "wasm"; a second install changes no byte, and
+// uninstall restores the config byte for byte and removes the shim. The
+// node's /etc/containerd, /usr/local/bin and /var/lib are a test
+// directory's, bind-mounted in a private mount namespace in which
+// containerd (and so every shim) runs; the shim is nowhere else on its
+// PATH.
+func TestInstaller(t *testing.T) {
+	type variant struct {
+		name   string
+		change func(host, config string) string // the node's config
+	}
+	variants := []variant{{"as the release writes it", func(_, c string) string { return c }}}
+	if e.release.atLeast(2, 4) {
+		variants = append(variants, variant{"version 4, other imports", func(host, c string) string {
+			other := filepath.Join(host, "etc", "containerd", "other.toml")
+			os.MkdirAll(filepath.Dir(other), 0o755)
+			os.WriteFile(other, []byte("version = 4\n"), 0o644)
+			// Version 4 has the servers' addresses in their plugins' tables:
+			// [grpc] would be ignored.
+			c = strings.Replace(c, "[grpc]\n", "[plugins.\"io.containerd.server.v1.grpc\"]\n", 1)
+			c = strings.Replace(c, "[ttrpc]\n", "[plugins.\"io.containerd.server.v1.ttrpc\"]\n", 1)
+			return strings.Replace(c, "version = 3\n", "version = 4\nimports = [\"/etc/containerd/other.toml\"]\n", 1)
+		}})
+	}
+	// The mount points: created for the test if the machine lacks them.
+	for _, d := range []string{"/etc/containerd", "/usr/local/bin", "/var/lib"} {
+		if _, err := os.Stat(d); os.IsNotExist(err) {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove(d) })
+		}
+	}
+	// The installed handler compiles under the default compile cgroup.
+	hadCgroup := len(cgroups.Dirs(cgroups.Root, "/containerd-shim-wasm")) > 0
+	t.Cleanup(func() {
+		if !hadCgroup {
+			for _, d := range cgroups.Dirs(cgroups.Root, "/containerd-shim-wasm") {
+				os.Remove(d)
+			}
+		}
+	})
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			host := t.TempDir()
+			configFile := filepath.Join(host, "etc", "containerd", "config.toml")
+			var original, installed string
+			installer := func(args ...string) string {
+				t.Helper()
+				out, err := exec.Command(e.shim, append(args, "--host-root", host)...).CombinedOutput()
+				if err != nil {
+					t.Fatalf("%v: %v: %s", args, err, out)
+				}
+				return string(out)
+			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					data, _ := os.ReadFile(configFile)
+					t.Logf("the node's config:\n%s", data)
+				}
+			})
+			c := startCRIWith(t, func(dir, config string) (string, []string) {
+				original = v.change(host, config)
+				os.MkdirAll(filepath.Dir(configFile), 0o755)
+				if err := os.WriteFile(configFile, []byte(original), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				t.Log(installer("install"))
+				installed = snapshot(t, host)
+				if out := installer("install"); snapshot(t, host) != installed {
+					t.Errorf("a second install changed the node: %s", out)
+				}
+				script := `mount --bind "$H/etc/containerd" /etc/containerd && mount --bind "$H/usr/local/bin" /usr/local/bin && mount --bind "$H/var/lib" /var/lib && exec "$@"`
+				os.MkdirAll(filepath.Join(host, "var", "lib"), 0o755)
+				return install.ConfigPath, []string{"unshare", "--mount", "--propagation", "private", "env", "H=" + host, "sh", "-c", script, "sh"}
+			})
+			podID, podCfg := c.pod(t, "installed", install.Handler)
+			id := c.container(t, podID, podCfg, "hello", "/probe.wasm", "echo", "installed")
+			if st := c.waitExit(t, id); st.ExitCode != 0 {
+				t.Fatalf("a Wasm container on the installed handler exited %d: %s", st.ExitCode, st.Message)
+			}
+			if log, _ := os.ReadFile(filepath.Join(podCfg.LogDirectory, "hello.log")); !strings.Contains(string(log), "[installed]") {
+				t.Errorf("the container's log: %q", log)
+			}
+			t.Log(installer("uninstall"))
+			if got, _ := os.ReadFile(configFile); string(got) != original {
+				t.Errorf("config after uninstall:\n%s\nwant:\n%s", got, original)
+			}
+			for _, p := range []string{install.ShimPath, install.DropInPath, install.StatePath} {
+				if _, err := os.Stat(filepath.Join(host, p)); err == nil {
+					t.Errorf("%s left after uninstall", p)
+				}
+			}
+		})
+	}
+}
+
+// snapshot is every file under dir with its contents, as one string.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			data, _ := os.ReadFile(p)
+			b.WriteString(p + " " + fi.Mode().String() + "\n" + string(data) + "\n")
+		}
+		return nil
+	})
+	return b.String()
+}
