@@ -32,6 +32,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/containerd-shim-wasm-v1 ./cmd/containerd-shim-wasm-v1
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/wasm-image ./cmd/wasm-image
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN)/containerd-shim-wasm-install ./cmd/containerd-shim-wasm-install
 
 deps: packages containerd programs $(TOOLBIN)/wazero
 

@@ -1,17 +1,19 @@
 package integration
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/install"
 )
 
-// TestInstaller: `containerd-shim-wasm-v1 install` on a node, against a
+// TestInstaller: `containerd-shim-wasm-install install` on a node, against a
 // containerd config of this release's version (for 2.4 also version 4,
 // with other imports present), then containerd started from the result
 // runs a pod on the handler "wasm"; a second install changes no byte, and
@@ -38,6 +40,10 @@ func TestInstaller(t *testing.T) {
 			return strings.Replace(c, "version = 3\n", "version = 4\nimports = [\"/etc/containerd/other.toml\"]\n", 1)
 		}})
 	}
+	installerBin := filepath.Join(t.TempDir(), "containerd-shim-wasm-install")
+	if err := goBuild(installerBin, "./cmd/containerd-shim-wasm-install", "CGO_ENABLED=0"); err != nil {
+		t.Fatal(err)
+	}
 	// The mount points: created for the test if the machine lacks them.
 	for _, d := range []string{"/etc/containerd", "/usr/local/bin", "/var/lib"} {
 		if _, err := os.Stat(d); os.IsNotExist(err) {
@@ -63,7 +69,7 @@ func TestInstaller(t *testing.T) {
 			var original, installed string
 			installer := func(args ...string) string {
 				t.Helper()
-				out, err := exec.Command(e.shim, append(args, "--host-root", host)...).CombinedOutput()
+				out, err := exec.Command(installerBin, append(args, "--host-root", host, "--shim", e.shim)...).CombinedOutput()
 				if err != nil {
 					t.Fatalf("%v: %v: %s", args, err, out)
 				}
@@ -90,6 +96,17 @@ func TestInstaller(t *testing.T) {
 				os.MkdirAll(filepath.Join(host, "var", "lib"), 0o755)
 				return install.ConfigPath, []string{"unshare", "--mount", "--propagation", "private", "env", "H=" + host, "sh", "-c", script, "sh"}
 			})
+			// containerd serves the handler: install --wait says so (and
+			// changes nothing); a handler it does not serve is named in
+			// the error, with those it serves.
+			if out := installer("install", "--wait", "--containerd-socket", c.address); !strings.Contains(out, "serves the runtime handler") || snapshot(t, host) != installed {
+				t.Errorf("install --wait: %s", out)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := install.WaitHandler(ctx, c.address, "nope"); err == nil || !strings.Contains(err.Error(), "wasm") || !strings.Contains(err.Error(), "runc") {
+				t.Errorf("waiting for a handler containerd does not serve: %v", err)
+			}
 			podID, podCfg := c.pod(t, "installed", install.Handler)
 			id := c.container(t, podID, podCfg, "hello", "/probe.wasm", "echo", "installed")
 			if st := c.waitExit(t, id); st.ExitCode != 0 {

@@ -142,8 +142,8 @@ func handlerTables(c *mainConfig, shim string) string {
 // dropIn is the installer's drop-in, for a main config of version 3 or 4.
 func dropIn(c *mainConfig, shim string) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Written by %s install: the CRI runtime handler %q, served by\n", ShimName, Handler)
-	fmt.Fprintf(&b, "# %s. `%s uninstall` removes it.\n", shim, ShimName)
+	fmt.Fprintf(&b, "# Written by %s install: the CRI runtime handler %q, served by\n", Installer, Handler)
+	fmt.Fprintf(&b, "# %s. `%s uninstall` removes it.\n", shim, Installer)
 	fmt.Fprintf(&b, "version = %d\n\n", c.Version)
 	b.WriteString(handlerTables(c, shim))
 	return b.Bytes()
@@ -151,8 +151,8 @@ func dropIn(c *mainConfig, shim string) []byte {
 
 // The marks around the block install appends to a version 2 config.
 const (
-	blockBegin = "# BEGIN " + ShimName + " install: the CRI runtime handler \"" + Handler + "\" (uninstall removes this block)\n"
-	blockEnd   = "# END " + ShimName + " install\n"
+	blockBegin = "# BEGIN " + Installer + " install: the CRI runtime handler \"" + Handler + "\" (uninstall removes this block)\n"
+	blockEnd   = "# END " + Installer + " install\n"
 )
 
 // appendBlock returns a version 2 config with the handler's tables

@@ -29,6 +29,8 @@ import (
 )
 
 const (
+	// Installer is the installer binary's name.
+	Installer = "containerd-shim-wasm-install"
 	// ShimName is the shim binary's name, from which containerd derives
 	// RuntimeType.
 	ShimName = "containerd-shim-wasm-v1"
@@ -81,7 +83,7 @@ func (o *Options) say(format string, a ...any) {
 // defaultConfig is the main config install writes where the node has
 // none (containerd then runs on its defaults): version 2, which
 // containerd 1.7 reads and 2.x migrates.
-const defaultConfig = "# Written by " + ShimName + " install: containerd had no config (it ran\n# on its defaults). `" + ShimName + " uninstall` removes it.\nversion = 2\n"
+const defaultConfig = "# Written by " + Installer + " install: containerd had no config (it ran\n# on its defaults). `" + Installer + " uninstall` removes it.\nversion = 2\n"
 
 // Install copies the shim and registers the handler.
 func Install(o Options) error {
