@@ -44,6 +44,10 @@ func TestInstaller(t *testing.T) {
 	if err := goBuild(installerBin, "./cmd/containerd-shim-wasm-install", "CGO_ENABLED=0"); err != nil {
 		t.Fatal(err)
 	}
+	fakeSystemctl := filepath.Join(t.TempDir(), "systemctl")
+	if err := goBuild(fakeSystemctl, "./integration/testdata/fakesystemctl", "CGO_ENABLED=0"); err != nil {
+		t.Fatal(err)
+	}
 	// The mount points: created for the test if the machine lacks them.
 	for _, d := range []string{"/etc/containerd", "/usr/local/bin", "/var/lib"} {
 		if _, err := os.Stat(d); os.IsNotExist(err) {
@@ -107,6 +111,26 @@ func TestInstaller(t *testing.T) {
 			if err := install.WaitHandler(ctx, c.address, "nope"); err == nil || !strings.Contains(err.Error(), "wasm") || !strings.Contains(err.Error(), "runc") {
 				t.Errorf("waiting for a handler containerd does not serve: %v", err)
 			}
+			// --restart restarts containerd (systemctl in the node's root: a
+			// fake one here) only when something changed, then waits.
+			systemctl := filepath.Join(host, "usr", "bin", "systemctl")
+			os.MkdirAll(filepath.Dir(systemctl), 0o755)
+			if data, err := os.ReadFile(fakeSystemctl); err != nil || os.WriteFile(systemctl, data, 0o755) != nil {
+				t.Fatal(err)
+			}
+			installer("install", "--restart", "--containerd-socket", c.address)
+			if log, _ := os.ReadFile(filepath.Join(host, "systemctl.log")); len(log) != 0 {
+				t.Errorf("containerd restarted with nothing changed: %q", log)
+			}
+			os.Remove(filepath.Join(host, install.ShimPath))
+			if out := installer("install", "--restart", "--containerd-socket", c.address); !strings.Contains(out, "serves the runtime handler") {
+				t.Errorf("install --restart: %s", out)
+			}
+			if log, _ := os.ReadFile(filepath.Join(host, "systemctl.log")); string(log) != "restart containerd\n" {
+				t.Errorf("systemctl run as %q, want restart containerd", log)
+			}
+			os.Remove(systemctl)
+			os.Remove(filepath.Join(host, "systemctl.log"))
 			podID, podCfg := c.pod(t, "installed", install.Handler)
 			id := c.container(t, podID, podCfg, "hello", "/probe.wasm", "echo", "installed")
 			if st := c.waitExit(t, id); st.ExitCode != 0 {

@@ -148,9 +148,6 @@ func Install(o Options) error {
 	for _, p := range w.changed {
 		o.say("wrote %s", strings.TrimPrefix(p, filepath.Clean(o.HostRoot)))
 	}
-	if len(w.changed) == 0 {
-		o.say("already installed: nothing changed")
-	}
 	return nil
 }
 

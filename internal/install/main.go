@@ -1,12 +1,15 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -24,7 +27,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	root := fs.String("host-root", "/", "where the node's / is (its host mount, in a pod)")
 	shim := fs.String("shim", "", "the shim binary to install (default: "+ShimName+" beside this binary)")
+	restart := fs.Bool("restart", false, "restart containerd (systemctl restart UNIT in the node's root) if anything changed, or if it does not serve the handler yet; then wait until it does")
+	unit := fs.String("containerd-unit", "containerd", "containerd's systemd unit, for --restart")
 	wait := fs.Bool("wait", false, "install: wait until containerd's CRI serves the handler (once containerd was restarted)")
+	stay := fs.Bool("stay", false, "once done, stay until terminated (the main process of a DaemonSet's pod)")
 	socket := fs.String("containerd-socket", "", "containerd's socket, for --wait (default: the node's /run/containerd/containerd.sock under --host-root)")
 	timeout := fs.Duration("wait-timeout", 2*time.Minute, "how long --wait waits")
 	node := fs.String("label-node", "", "label this node "+NodeLabel+"="+NodeLabelValue+" once installed (and served, with --wait), or take the label off before uninstalling, through the API server as the pod's service account")
@@ -69,22 +75,37 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "restart containerd for the %q runtime handler to go\n", Handler)
 		return 0
 	}
+	changes := &countingWriter{w: stdout}
+	o.Out = changes
 	if err := Install(o); err != nil {
 		return fail(err)
 	}
-	if !*wait {
-		fmt.Fprintf(stdout, "restart containerd for the %q runtime handler to be served\n", Handler)
-	} else {
-		sock := *socket
-		if sock == "" {
-			sock = filepath.Join(*root, "run", "containerd", "containerd.sock")
-		}
-		wctx, cancel := context.WithTimeout(ctx, *timeout)
+	if changes.lines == 0 {
+		fmt.Fprintln(stdout, "already installed: nothing changed")
+	}
+	sock := *socket
+	if sock == "" {
+		sock = filepath.Join(*root, "run", "containerd", "containerd.sock")
+	}
+	served := func(d time.Duration) error {
+		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		if err := WaitHandler(wctx, sock, Handler); err != nil {
+		return WaitHandler(wctx, sock, Handler)
+	}
+	switch {
+	case *restart && (changes.lines > 0 || served(2*time.Second) != nil):
+		if err := Restart(ctx, *root, *unit); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "restarted %s\n", *unit)
+		fallthrough
+	case *restart || *wait:
+		if err := served(*timeout); err != nil {
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "containerd serves the runtime handler %q\n", Handler)
+	default:
+		fmt.Fprintf(stdout, "restart containerd for the %q runtime handler to be served\n", Handler)
 	}
 	if api != nil {
 		if err := api.Label(ctx, *node, true); err != nil {
@@ -92,5 +113,27 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "labelled node %s %s=%s\n", *node, NodeLabel, NodeLabelValue)
 	}
+	if *stay {
+		stayUntilTerminated()
+	}
 	return 0
+}
+
+// countingWriter counts the lines written through it: Install writes one
+// per change.
+type countingWriter struct {
+	w     io.Writer
+	lines int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.lines += bytes.Count(p, []byte("\n"))
+	return c.w.Write(p)
+}
+
+// stayUntilTerminated blocks until SIGTERM or SIGINT.
+func stayUntilTerminated() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	<-ch
 }
