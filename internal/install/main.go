@@ -13,66 +13,99 @@ import (
 	"time"
 )
 
+// command is the installer's command line.
+type command struct {
+	name                     string // install or uninstall
+	root, shim, unit, socket string
+	node, saDir              string
+	restart, wait, stay      bool
+	timeout                  time.Duration
+}
+
+// parseCommand parses the installer's arguments (after the binary's name).
+func parseCommand(args []string, stderr io.Writer) (*command, error) {
+	if len(args) == 0 || args[0] != "install" && args[0] != "uninstall" {
+		return nil, fmt.Errorf("usage: %s install|uninstall [--host-root DIR] [--shim PATH] [--restart] [--wait] [--label-node NODE] [--stay]", Installer)
+	}
+	c := &command{name: args[0]}
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.root, "host-root", "/", "where the node's / is (its host mount, in a pod)")
+	fs.StringVar(&c.shim, "shim", "", "the shim binary to install (default: "+ShimName+" beside this binary)")
+	fs.BoolVar(&c.restart, "restart", false, "restart containerd (systemctl restart UNIT in the node's root) if anything changed, or (install) if it does not serve the handler yet; then (install) wait until it does")
+	fs.StringVar(&c.unit, "containerd-unit", "containerd", "containerd's systemd unit, for --restart")
+	fs.BoolVar(&c.wait, "wait", false, "install: wait until containerd's CRI serves the handler (once containerd was restarted)")
+	fs.BoolVar(&c.stay, "stay", false, "once done, stay until terminated (the main process of a DaemonSet's pod)")
+	fs.StringVar(&c.socket, "containerd-socket", "", "containerd's socket, for --wait (default: the node's /run/containerd/containerd.sock under --host-root)")
+	fs.DurationVar(&c.timeout, "wait-timeout", 2*time.Minute, "how long --wait waits")
+	fs.StringVar(&c.node, "label-node", "", "label this node "+NodeLabel+"="+NodeLabelValue+" once installed (and served, with --wait), or take the label off before uninstalling, through the API server as the pod's service account")
+	fs.StringVar(&c.saDir, "service-account-dir", "/var/run/secrets/kubernetes.io/serviceaccount", "the pod's service account token and CA, for --label-node")
+	if err := fs.Parse(args[1:]); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, fmt.Errorf("%s: unexpected arguments %q", c.name, fs.Args())
+	}
+	return c, nil
+}
+
 // Main runs the installer's install and uninstall commands (args after
 // the binary's name: "install --host-root DIR ..."), and returns the exit
 // status. The shim installed is the one beside the installer's binary,
 // unless --shim names another.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "install" && args[0] != "uninstall" {
-		fmt.Fprintf(stderr, "usage: "+Installer+" install|uninstall [--host-root DIR] [--shim PATH] [--wait] [--label-node NODE]\n")
+	c, err := parseCommand(args, stderr)
+	if err != nil {
+		if err != flag.ErrHelp {
+			fmt.Fprintln(stderr, err)
+		}
 		return 2
 	}
-	cmd := args[0]
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	root := fs.String("host-root", "/", "where the node's / is (its host mount, in a pod)")
-	shim := fs.String("shim", "", "the shim binary to install (default: "+ShimName+" beside this binary)")
-	restart := fs.Bool("restart", false, "restart containerd (systemctl restart UNIT in the node's root) if anything changed, or if it does not serve the handler yet; then wait until it does")
-	unit := fs.String("containerd-unit", "containerd", "containerd's systemd unit, for --restart")
-	wait := fs.Bool("wait", false, "install: wait until containerd's CRI serves the handler (once containerd was restarted)")
-	stay := fs.Bool("stay", false, "once done, stay until terminated (the main process of a DaemonSet's pod)")
-	socket := fs.String("containerd-socket", "", "containerd's socket, for --wait (default: the node's /run/containerd/containerd.sock under --host-root)")
-	timeout := fs.Duration("wait-timeout", 2*time.Minute, "how long --wait waits")
-	node := fs.String("label-node", "", "label this node "+NodeLabel+"="+NodeLabelValue+" once installed (and served, with --wait), or take the label off before uninstalling, through the API server as the pod's service account")
-	saDir := fs.String("service-account-dir", "/var/run/secrets/kubernetes.io/serviceaccount", "the pod's service account token and CA, for --label-node")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", cmd, fs.Args())
-		return 2
-	}
+	cmd := c.name
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
 		return 1
 	}
 	var api *APIServer
-	if *node != "" {
+	if c.node != "" {
 		var err error
-		if api, err = InCluster(*saDir); err != nil {
+		if api, err = InCluster(c.saDir); err != nil {
 			return fail(fmt.Errorf("--label-node: %w", err))
 		}
 	}
-	if *shim == "" {
+	if c.shim == "" {
 		self, err := os.Executable()
 		if err != nil {
 			return fail(fmt.Errorf("find the shim's binary: %w", err))
 		}
-		*shim = filepath.Join(filepath.Dir(self), ShimName)
+		c.shim = filepath.Join(filepath.Dir(self), ShimName)
 	}
-	o := Options{HostRoot: *root, Binary: *shim, Out: stdout}
+	o := Options{HostRoot: c.root, Binary: c.shim, Out: stdout}
 	ctx := context.Background()
 	if cmd == "uninstall" {
 		if api != nil {
-			if err := api.Label(ctx, *node, false); err != nil {
+			if err := api.Label(ctx, c.node, false); err != nil {
 				return fail(err)
 			}
-			fmt.Fprintf(stdout, "took the label %s off node %s\n", NodeLabel, *node)
+			fmt.Fprintf(stdout, "took the label %s off node %s\n", NodeLabel, c.node)
 		}
+		changes := &countingWriter{w: stdout}
+		o.Out = changes
 		if err := Uninstall(o); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stdout, "restart containerd for the %q runtime handler to go\n", Handler)
+		switch {
+		case c.restart && changes.lines > 0:
+			if err := Restart(ctx, c.root, c.unit); err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stdout, "restarted %s\n", c.unit)
+		case !c.restart:
+			fmt.Fprintf(stdout, "restart containerd for the %q runtime handler to go\n", Handler)
+		}
+		if c.stay {
+			stayUntilTerminated()
+		}
 		return 0
 	}
 	changes := &countingWriter{w: stdout}
@@ -83,9 +116,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if changes.lines == 0 {
 		fmt.Fprintln(stdout, "already installed: nothing changed")
 	}
-	sock := *socket
+	sock := c.socket
 	if sock == "" {
-		sock = filepath.Join(*root, "run", "containerd", "containerd.sock")
+		sock = filepath.Join(c.root, "run", "containerd", "containerd.sock")
 	}
 	served := func(d time.Duration) error {
 		wctx, cancel := context.WithTimeout(ctx, d)
@@ -93,14 +126,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return WaitHandler(wctx, sock, Handler)
 	}
 	switch {
-	case *restart && (changes.lines > 0 || served(2*time.Second) != nil):
-		if err := Restart(ctx, *root, *unit); err != nil {
+	case c.restart && (changes.lines > 0 || served(2*time.Second) != nil):
+		if err := Restart(ctx, c.root, c.unit); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stdout, "restarted %s\n", *unit)
+		fmt.Fprintf(stdout, "restarted %s\n", c.unit)
 		fallthrough
-	case *restart || *wait:
-		if err := served(*timeout); err != nil {
+	case c.restart || c.wait:
+		if err := served(c.timeout); err != nil {
 			return fail(err)
 		}
 		fmt.Fprintf(stdout, "containerd serves the runtime handler %q\n", Handler)
@@ -108,12 +141,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "restart containerd for the %q runtime handler to be served\n", Handler)
 	}
 	if api != nil {
-		if err := api.Label(ctx, *node, true); err != nil {
+		if err := api.Label(ctx, c.node, true); err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(stdout, "labelled node %s %s=%s\n", *node, NodeLabel, NodeLabelValue)
+		fmt.Fprintf(stdout, "labelled node %s %s=%s\n", c.node, NodeLabel, NodeLabelValue)
 	}
-	if *stay {
+	if c.stay {
 		stayUntilTerminated()
 	}
 	return 0
