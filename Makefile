@@ -2,7 +2,8 @@
 #
 #   make demo   build everything, run the example module through a private containerd
 #   make test   unit and integration tests (root; installs runc, wabt and containerd)
-#   make build  the shim and the image packer into bin/
+#   make build  the shim, the installer and the image packer into bin/
+#   make release  dist/: static binaries (amd64, arm64), the installer image, SHA256SUMS
 #   make lint   go vet and gofmt
 #   make fuzz   each fuzz target for FUZZTIME (2m); make test runs each for 300 inputs
 #   make bench  start-up, throughput and memory against native runc, into BENCHMARKS.md
@@ -25,7 +26,7 @@ it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-
 # Real WASI programs built from Debian and npm packages (scripts/build-programs.sh).
 PROGRAMS := $(CURDIR)/.tools/programs
 
-.PHONY: all build deps packages programs containerd demo fuzz fuzz-short test unit integration matrix lint clean bench bench-releases
+.PHONY: all build deps packages programs containerd demo fuzz fuzz-short test unit integration matrix lint clean bench bench-releases release
 
 all: build
 
@@ -137,5 +138,11 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# A release in dist/: static binaries for linux/amd64 and linux/arm64, the
+# installer's image (both platforms) as an OCI image layout tarball, and
+# SHA256SUMS; the version is the one Go stamps from the checkout.
+release:
+	$(GO) run ./scripts/release -out dist
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

@@ -69,9 +69,54 @@ func (img *Image) WriteTar(w io.Writer) error {
 	if img.Name == "" {
 		return fmt.Errorf("image has no name")
 	}
-	layer, diffID, err := img.layer()
+	blobs, mdesc, err := img.manifest()
 	if err != nil {
 		return err
+	}
+	return writeLayout(w, img.Name, mdesc, blobs)
+}
+
+// WriteIndexTar writes one image of several platforms (each of imgs, whose
+// names are not used) as an OCI image layout tarball named name: an image
+// index listing a manifest per platform, which containerd imports as one
+// image and runs on the platform it matches.
+func WriteIndexTar(w io.Writer, name string, imgs []*Image) error {
+	if name == "" {
+		return fmt.Errorf("image has no name")
+	}
+	if len(imgs) == 0 {
+		return fmt.Errorf("image %s has no platform", name)
+	}
+	var all []blob
+	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
+	seen := map[string]bool{}
+	for _, img := range imgs {
+		blobs, mdesc, err := img.manifest()
+		if err != nil {
+			return err
+		}
+		p := mdesc.Platform.OS + "/" + mdesc.Platform.Architecture
+		if seen[p] {
+			return fmt.Errorf("image %s: two images for %s", name, p)
+		}
+		seen[p] = true
+		all = append(all, blobs...)
+		idx.Manifests = append(idx.Manifests, mdesc)
+	}
+	indexJSON, err := json.Marshal(idx)
+	if err != nil {
+		return fmt.Errorf("encode image index: %w", err)
+	}
+	index := newBlob(ocispec.MediaTypeImageIndex, indexJSON)
+	return writeLayout(w, name, index.desc, append(all, index))
+}
+
+// manifest returns the blobs of the image (config, layer, manifest) and
+// the manifest's descriptor, with its platform.
+func (img *Image) manifest() ([]blob, ocispec.Descriptor, error) {
+	layer, diffID, err := img.layer()
+	if err != nil {
+		return nil, ocispec.Descriptor{}, err
 	}
 	osName, arch := img.OS, img.Architecture
 	if osName == "" {
@@ -96,7 +141,7 @@ func (img *Image) WriteTar(w io.Writer) error {
 	}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
-		return fmt.Errorf("encode image config: %w", err)
+		return nil, ocispec.Descriptor{}, fmt.Errorf("encode image config: %w", err)
 	}
 	config := newBlob(ocispec.MediaTypeImageConfig, cfgJSON)
 	layerBlob := newBlob(ocispec.MediaTypeImageLayerGzip, layer)
@@ -107,24 +152,29 @@ func (img *Image) WriteTar(w io.Writer) error {
 		Layers:    []ocispec.Descriptor{layerBlob.desc},
 	})
 	if err != nil {
-		return fmt.Errorf("encode manifest: %w", err)
+		return nil, ocispec.Descriptor{}, fmt.Errorf("encode manifest: %w", err)
 	}
 	manifest := newBlob(ocispec.MediaTypeImageManifest, manifestJSON)
 	mdesc := manifest.desc
 	mdesc.Platform = &cfg.Platform
-	mdesc.Annotations = map[string]string{
-		"io.containerd.image.name": img.Name,
-		ocispec.AnnotationRefName:  refName(img.Name),
+	return []blob{config, layerBlob, manifest}, mdesc, nil
+}
+
+// writeLayout writes an OCI image layout tarball whose index.json names
+// top (a manifest or an image index) name, and holds blobs.
+func writeLayout(w io.Writer, name string, top ocispec.Descriptor, blobs []blob) error {
+	top.Annotations = map[string]string{
+		"io.containerd.image.name": name,
+		ocispec.AnnotationRefName:  refName(name),
 	}
 	indexJSON, err := json.Marshal(ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: []ocispec.Descriptor{mdesc},
+		Manifests: []ocispec.Descriptor{top},
 	})
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
 	}
-
 	tw := tar.NewWriter(w)
 	add := func(name string, data []byte) error {
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
@@ -139,7 +189,7 @@ func (img *Image) WriteTar(w io.Writer) error {
 	if err := add("index.json", indexJSON); err != nil {
 		return fmt.Errorf("write index: %w", err)
 	}
-	for _, b := range []blob{config, layerBlob, manifest} {
+	for _, b := range blobs {
 		if err := add("blobs/sha256/"+b.desc.Digest.Encoded(), b.data); err != nil {
 			return fmt.Errorf("write blob: %w", err)
 		}

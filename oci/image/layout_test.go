@@ -368,3 +368,62 @@ func TestImageLayoutErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestImageIndexLayout: an image of two platforms is one image index,
+// named, listing a manifest per platform, each with its own config and
+// layer; every blob is there under its digest; two images of one
+// platform are refused.
+func TestImageIndexLayout(t *testing.T) {
+	imgs := []*Image{
+		{Architecture: "amd64", Files: []File{{Path: "/bin/tool", Data: []byte("amd64 tool"), Mode: 0o755}}, Entrypoint: []string{"/bin/tool"}},
+		{Architecture: "arm64", Files: []File{{Path: "/bin/tool", Data: []byte("arm64 tool"), Mode: 0o755}}, Entrypoint: []string{"/bin/tool"}},
+	}
+	var buf bytes.Buffer
+	if err := WriteIndexTar(&buf, "example.local/tool:v1", imgs); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for _, e := range untar(t, buf.Bytes()) {
+		files[e.hdr.Name] = e.data
+	}
+	blob := func(d ocispec.Descriptor) []byte {
+		t.Helper()
+		data, ok := files["blobs/sha256/"+d.Digest.Encoded()]
+		if !ok || digest.FromBytes(data) != d.Digest || int64(len(data)) != d.Size {
+			t.Fatalf("blob %s missing or not matching its descriptor", d.Digest)
+		}
+		return data
+	}
+	var top ocispec.Index
+	json.Unmarshal(files["index.json"], &top)
+	if len(top.Manifests) != 1 || top.Manifests[0].MediaType != ocispec.MediaTypeImageIndex || top.Manifests[0].Annotations["io.containerd.image.name"] != "example.local/tool:v1" || top.Manifests[0].Annotations[ocispec.AnnotationRefName] != "v1" {
+		t.Fatalf("index.json %s", files["index.json"])
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(blob(top.Manifests[0]), &idx); err != nil || len(idx.Manifests) != 2 {
+		t.Fatalf("image index %+v: %v", idx, err)
+	}
+	for i, m := range idx.Manifests {
+		if m.Platform == nil || m.Platform.OS != "linux" || m.Platform.Architecture != imgs[i].Architecture {
+			t.Errorf("manifest %d platform %+v", i, m.Platform)
+		}
+		var man ocispec.Manifest
+		json.Unmarshal(blob(m), &man)
+		var cfg ocispec.Image
+		json.Unmarshal(blob(man.Config), &cfg)
+		if cfg.Architecture != imgs[i].Architecture || len(man.Layers) != 1 {
+			t.Errorf("manifest %d: config %+v, %d layers", i, cfg.Platform, len(man.Layers))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(blob(man.Layers[0])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, _ := io.ReadAll(zr)
+		if !bytes.Contains(layer, []byte(imgs[i].Architecture+" tool")) {
+			t.Errorf("manifest %d's layer lacks its tool", i)
+		}
+	}
+	if err := WriteIndexTar(io.Discard, "x", []*Image{{Architecture: "arm64"}, {Architecture: "arm64"}}); err == nil {
+		t.Error("two images of one platform were accepted")
+	}
+}
