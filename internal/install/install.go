@@ -65,6 +65,8 @@ type Options struct {
 // Original if the config still holds Written (nil Original: install
 // created the config).
 type state struct {
+	// File is the node path of the file changed: ConfigPath if empty.
+	File     string `json:"file,omitempty"`
 	Original []byte `json:"original"`
 	Written  []byte `json:"written"`
 }
@@ -85,64 +87,46 @@ func (o *Options) say(format string, a ...any) {
 // containerd 1.7 reads and 2.x migrates.
 const defaultConfig = "# Written by " + Installer + " install: containerd had no config (it ran\n# on its defaults). `" + Installer + " uninstall` removes it.\nversion = 2\n"
 
+// plan is what Install changes: file (a node path: containerd's main
+// config, or the template k3s and rke2 generate it from) from original
+// (nil: it does not exist) to written, and the drop-in (nil: none).
+type plan struct {
+	file              string
+	original, written []byte
+	drop              []byte
+}
+
 // Install copies the shim and registers the handler.
 func Install(o Options) error {
 	bin, err := os.ReadFile(o.Binary)
 	if err != nil {
 		return fmt.Errorf("read the shim's binary: %w", err)
 	}
-	original, err := os.ReadFile(o.host(ConfigPath))
-	created := errors.Is(err, fs.ErrNotExist)
-	if err != nil && !created {
-		return fmt.Errorf("read containerd's config: %w", err)
+	var p *plan
+	if dir, ok := o.rancher(); ok {
+		p, err = o.planTemplate(dir)
+	} else {
+		p, err = o.planConfig()
 	}
-	main := original
-	if created {
-		main = []byte(defaultConfig)
-	}
-	mc, err := parseMain(main)
 	if err != nil {
-		return fmt.Errorf("containerd's config %s: %w", ConfigPath, err)
+		return err
 	}
-	newMain, drop := main, []byte(nil)
-	switch {
-	case mc.Version == 2 && hasBlock(main):
-		// installed already
-	case mc.HasHandler:
-		return fmt.Errorf("containerd's config %s defines the runtime handler %q already: remove it, or leave it as it is: %w", ConfigPath, Handler, ErrUnsupported)
-	case mc.Version == 2:
-		newMain = appendBlock(main, mc, ShimPath)
-	default:
-		drop = dropIn(mc, ShimPath)
-		if !imported(mc.Imports, path.Dir(ConfigPath), DropInPath) {
-			if newMain, err = addImport(main, DropInPath); err != nil {
-				return fmt.Errorf("containerd's config %s: %w", ConfigPath, err)
-			}
-		}
-	}
-	if after, err := parseMain(newMain); err != nil || !(after.HasHandler || imported(after.Imports, path.Dir(ConfigPath), DropInPath)) {
-		return fmt.Errorf("containerd's config %s: registering the handler went wrong (%v): %w", ConfigPath, err, ErrUnsupported)
-	}
-
 	var w writer
 	if err := w.write(o.host(ShimPath), bin, 0o755); err != nil {
 		return w.undo(fmt.Errorf("install the shim: %w", err))
 	}
-	if drop != nil {
-		if err := w.write(o.host(DropInPath), drop, 0o644); err != nil {
+	if p.drop != nil {
+		if err := w.write(o.host(DropInPath), p.drop, 0o644); err != nil {
 			return w.undo(fmt.Errorf("write the drop-in: %w", err))
 		}
 	}
-	if created || !bytes.Equal(newMain, original) {
-		st, _ := json.Marshal(state{Original: original, Written: newMain})
-		if created {
-			st, _ = json.Marshal(state{Written: newMain})
-		}
+	if p.original == nil || !bytes.Equal(p.written, p.original) {
+		st, _ := json.Marshal(state{File: p.file, Original: p.original, Written: p.written})
 		if err := w.write(o.host(StatePath), st, 0o600); err != nil {
 			return w.undo(fmt.Errorf("record the install: %w", err))
 		}
-		if err := w.write(o.host(ConfigPath), newMain, configMode(o.host(ConfigPath))); err != nil {
-			return w.undo(fmt.Errorf("import the drop-in in containerd's config: %w", err))
+		if err := w.write(o.host(p.file), p.written, configMode(o.host(p.file))); err != nil {
+			return w.undo(fmt.Errorf("register the handler in %s: %w", p.file, err))
 		}
 	}
 	for _, p := range w.changed {
@@ -164,27 +148,37 @@ func Uninstall(o Options) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read the install record: %w", err)
 	}
-	current, err := os.ReadFile(o.host(ConfigPath))
+	file := st.File
+	if file == "" {
+		file = ConfigPath
+		if dir, ok := o.rancher(); ok && st.Written == nil {
+			file = path.Join(dir, "config-v3.toml.tmpl")
+			if _, err := os.Stat(o.host(file)); err != nil {
+				file = path.Join(dir, "config.toml.tmpl")
+			}
+		}
+	}
+	current, err := os.ReadFile(o.host(file))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return fmt.Errorf("read containerd's config: %w", err)
+		return fmt.Errorf("read %s: %w", file, err)
 	case st.Written != nil && bytes.Equal(current, st.Written) && st.Original == nil:
-		if err := os.Remove(o.host(ConfigPath)); err != nil {
-			return fmt.Errorf("remove containerd's config: %w", err)
+		if err := os.Remove(o.host(file)); err != nil {
+			return fmt.Errorf("remove %s: %w", file, err)
 		}
-		o.say("removed %s (install had created it)", ConfigPath)
+		o.say("removed %s (install had created it)", file)
 	case st.Written != nil && bytes.Equal(current, st.Written):
-		if err := writeFile(o.host(ConfigPath), st.Original, configMode(o.host(ConfigPath))); err != nil {
-			return fmt.Errorf("restore containerd's config: %w", err)
+		if err := writeFile(o.host(file), st.Original, configMode(o.host(file))); err != nil {
+			return fmt.Errorf("restore %s: %w", file, err)
 		}
-		o.say("restored %s", ConfigPath)
+		o.say("restored %s", file)
 	default:
 		if out := removeImport(removeBlock(current), DropInPath); !bytes.Equal(out, current) {
-			if err := writeFile(o.host(ConfigPath), out, configMode(o.host(ConfigPath))); err != nil {
-				return fmt.Errorf("take the handler out of containerd's config: %w", err)
+			if err := writeFile(o.host(file), out, configMode(o.host(file))); err != nil {
+				return fmt.Errorf("take the handler out of %s: %w", file, err)
 			}
-			o.say("took the handler out of %s (changed since install: not restored whole)", ConfigPath)
+			o.say("took the handler out of %s (changed since install: not restored whole)", file)
 		}
 	}
 	for _, p := range []string{DropInPath, ShimPath, StatePath} {
@@ -195,6 +189,45 @@ func Uninstall(o Options) error {
 		}
 	}
 	return nil
+}
+
+// planConfig plans the change of containerd's main config: a drop-in and
+// its import (version 3, 4), or a block (version 2, or no config).
+func (o *Options) planConfig() (*plan, error) {
+	original, err := os.ReadFile(o.host(ConfigPath))
+	if errors.Is(err, fs.ErrNotExist) {
+		original, err = nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read containerd's config: %w", err)
+	}
+	main := original
+	if original == nil {
+		main = []byte(defaultConfig)
+	}
+	mc, err := parseMain(main)
+	if err != nil {
+		return nil, fmt.Errorf("containerd's config %s: %w", ConfigPath, err)
+	}
+	p := &plan{file: ConfigPath, original: original, written: main}
+	switch {
+	case mc.Version == 2 && hasBlock(main):
+		// installed already
+	case mc.HasHandler:
+		return nil, fmt.Errorf("containerd's config %s defines the runtime handler %q already: remove it, or leave it as it is: %w", ConfigPath, Handler, ErrUnsupported)
+	case mc.Version == 2:
+		p.written = appendBlock(main, mc, ShimPath)
+	default:
+		p.drop = dropIn(mc, ShimPath)
+		if !imported(mc.Imports, path.Dir(ConfigPath), DropInPath) {
+			if p.written, err = addImport(main, DropInPath); err != nil {
+				return nil, fmt.Errorf("containerd's config %s: %w", ConfigPath, err)
+			}
+		}
+	}
+	if after, err := parseMain(p.written); err != nil || !(after.HasHandler || imported(after.Imports, path.Dir(ConfigPath), DropInPath)) {
+		return nil, fmt.Errorf("containerd's config %s: registering the handler went wrong (%v): %w", ConfigPath, err, ErrUnsupported)
+	}
+	return p, nil
 }
 
 // configMode is the mode of containerd's config, 0644 if it has none yet.

@@ -217,3 +217,73 @@ func TestUninstallAfterChange(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallRancher: on a k3s or rke2 node the handler goes into the
+// template the distribution generates containerd's config from (made from
+// the base template if there is none), never into the generated config;
+// uninstall takes it back; the unit restarted is the distribution's.
+func TestInstallRancher(t *testing.T) {
+	tests := []struct {
+		name, dir, generated, template, wantFile, unitFile, wantUnit string
+	}{
+		{"k3s, containerd 1.7", "var/lib/rancher/k3s/agent/etc/containerd", "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n", "",
+			"config.toml.tmpl", "etc/systemd/system/k3s.service", "k3s"},
+		{"k3s agent, containerd 2, a template of the admin's", "var/lib/rancher/k3s/agent/etc/containerd", "version = 3\n", "{{ template \"base\" . }}\n[debug]\n  level = \"debug\"\n",
+			"config-v3.toml.tmpl", "etc/systemd/system/k3s-agent.service", "k3s-agent"},
+		{"rke2 agent", "var/lib/rancher/rke2/agent/etc/containerd", "version = 3\n", "",
+			"config-v3.toml.tmpl", "usr/lib/systemd/system/rke2-agent.service", "rke2-agent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, root := node(t, "")
+			dir := filepath.Join(root, tt.dir)
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, "config.toml"), []byte(tt.generated), 0o600)
+			if tt.template != "" {
+				os.WriteFile(filepath.Join(dir, tt.wantFile), []byte(tt.template), 0o600)
+			}
+			os.MkdirAll(filepath.Join(root, filepath.Dir(tt.unitFile)), 0o755)
+			os.WriteFile(filepath.Join(root, tt.unitFile), nil, 0o644)
+			before := tree(t, root)
+			if err := Install(o); err != nil {
+				t.Fatal(err)
+			}
+			after := tree(t, root)
+			if after[filepath.Join(tt.dir, "config.toml")] != tt.generated {
+				t.Error("the generated config was changed")
+			}
+			if _, ok := after["etc/containerd/config.toml"]; ok {
+				t.Error("a containerd config was written in /etc/containerd")
+			}
+			tmpl := after[filepath.Join(tt.dir, tt.wantFile)]
+			base := tt.template
+			if base == "" {
+				base = templateBase
+			}
+			if !strings.HasPrefix(tmpl, base) || !hasBlock([]byte(tmpl)) {
+				t.Errorf("template:\n%s", tmpl)
+			}
+			// Expanded (the base template standing for the generated
+			// config), it is a config with the handler.
+			expanded := strings.Replace(tmpl, `{{ template "base" . }}`, tt.generated, 1)
+			if c, err := parseMain([]byte(expanded)); err != nil || !c.HasHandler {
+				t.Errorf("the expanded template: %v, handler %v:\n%s", err, c != nil && c.HasHandler, expanded)
+			}
+			if strings.Contains(tt.generated, "SystemdCgroup = true") && !strings.Contains(tmpl, "SystemdCgroup = true") {
+				t.Error("the handler does not follow the node's systemd cgroup driver")
+			}
+			if u := o.RestartUnit(); u != tt.wantUnit {
+				t.Errorf("unit %q, want %q", u, tt.wantUnit)
+			}
+			if err := Install(o); err != nil || !equal(tree(t, root), after) {
+				t.Errorf("a second install: %v, or it changed the node", err)
+			}
+			if err := Uninstall(o); err != nil {
+				t.Fatal(err)
+			}
+			if got := tree(t, root); !equal(got, before) {
+				t.Errorf("after uninstall:\n%v\nwant:\n%v", got, before)
+			}
+		})
+	}
+}

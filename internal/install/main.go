@@ -33,7 +33,7 @@ func parseCommand(args []string, stderr io.Writer) (*command, error) {
 	fs.StringVar(&c.root, "host-root", "/", "where the node's / is (its host mount, in a pod)")
 	fs.StringVar(&c.shim, "shim", "", "the shim binary to install (default: "+ShimName+" beside this binary)")
 	fs.BoolVar(&c.restart, "restart", false, "restart containerd (systemctl restart UNIT in the node's root) if anything changed, or (install) if it does not serve the handler yet; then (install) wait until it does")
-	fs.StringVar(&c.unit, "containerd-unit", "containerd", "containerd's systemd unit, for --restart")
+	fs.StringVar(&c.unit, "containerd-unit", "", "containerd's systemd unit, for --restart (default: containerd, or k3s's or rke2's unit on their nodes)")
 	fs.BoolVar(&c.wait, "wait", false, "install: wait until containerd's CRI serves the handler (once containerd was restarted)")
 	fs.BoolVar(&c.stay, "stay", false, "once done, stay until terminated (the main process of a DaemonSet's pod)")
 	fs.StringVar(&c.socket, "containerd-socket", "", "containerd's socket, for --wait (default: the node's /run/containerd/containerd.sock under --host-root)")
@@ -81,6 +81,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		c.shim = filepath.Join(filepath.Dir(self), ShimName)
 	}
 	o := Options{HostRoot: c.root, Binary: c.shim, Out: stdout}
+	if c.unit == "" {
+		c.unit = o.RestartUnit()
+	}
 	ctx := context.Background()
 	if cmd == "uninstall" {
 		if api != nil {
