@@ -160,6 +160,9 @@ func (v containerView) Lstat(p string) (pathwalk.Kind, error) {
 	if fi.Mode()&fs.ModeSymlink != 0 {
 		return pathwalk.Symlink, nil
 	}
+	if !fi.IsDir() {
+		return pathwalk.NotDir, nil
+	}
 	return pathwalk.Other, nil
 }
 

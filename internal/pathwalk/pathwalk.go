@@ -9,6 +9,7 @@ package pathwalk
 
 import (
 	"errors"
+	"fmt"
 	"path"
 	"strings"
 )
@@ -19,11 +20,17 @@ const MaxSymlinks = 40
 // ErrLoop is returned when a path expands more than MaxSymlinks symlinks.
 var ErrLoop = errors.New("too many levels of symbolic links")
 
+// ErrNotDir is returned when a component that is neither a directory nor
+// a symlink has more after it ("file/x", "file/.."), as the kernel's
+// ENOTDIR.
+var ErrNotDir = errors.New("not a directory")
+
 // Kind is what FS.Lstat found at a path.
 type Kind int
 
 const (
-	// Other is anything but a symlink: the walk goes on through it.
+	// Other is a directory, or anything an FS does not tell apart: the
+	// walk goes on through it.
 	Other Kind = iota
 	// Symlink is followed (the last component only if asked to).
 	Symlink
@@ -31,6 +38,9 @@ const (
 	// component is still looked at. An FS for which a missing component is
 	// an error returns that error from Lstat instead.
 	Missing
+	// NotDir is neither a directory nor a symlink: only the last
+	// component may be one.
+	NotDir
 )
 
 // FS is what a walk needs of a file system. Paths are clean and absolute
@@ -59,6 +69,9 @@ func Walk(fsys FS, p string, follow bool) (string, error) {
 		kind, err := fsys.Lstat(next)
 		if err != nil {
 			return "", err
+		}
+		if kind == NotDir && len(rest) > 0 {
+			return "", fmt.Errorf("%s: %w", next, ErrNotDir)
 		}
 		if kind != Symlink || (len(rest) == 0 && !follow) {
 			cur = next

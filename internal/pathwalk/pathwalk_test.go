@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// mapFS is a file system of symlinks (value: target) and other files
-// (value: "").
+// mapFS is a file system of symlinks (value: target), directories
+// (value: "") and other files (value: notDir).
 type mapFS map[string]string
 
 func (m mapFS) Lstat(p string) (Kind, error) {
@@ -18,11 +18,15 @@ func (m mapFS) Lstat(p string) (Kind, error) {
 	switch {
 	case !ok:
 		return Missing, nil
+	case t == notDir:
+		return NotDir, nil
 	case t != "":
 		return Symlink, nil
 	}
 	return Other, nil
 }
+
+const notDir = "\x00"
 
 func (m mapFS) Readlink(p string) (string, error) { return m[p], nil }
 
@@ -40,6 +44,7 @@ func TestWalk(t *testing.T) {
 	m := mapFS{
 		"/a": "", "/a/f": "", "/abs": "/a", "/rel": "a/f", "/up": "../../../a",
 		"/loop": "/loop", "/dot": "./a/../a/f", "/a/back": "..",
+		"/a/file": notDir, "/tofile": "a/file",
 	}
 	tests := []struct {
 		in      string
@@ -61,6 +66,11 @@ func TestWalk(t *testing.T) {
 		{"/missing/x", true, "/missing/x", nil},
 		{"/loop", true, "", ErrLoop},
 		{"/loop", false, "/loop", nil},
+		{"/a/file", true, "/a/file", nil},
+		{"/a/file/..", true, "", ErrNotDir}, // the kernel looks up ".." in a file
+		{"/a/file/x", true, "", ErrNotDir},
+		{"/tofile/x", true, "", ErrNotDir},
+		{"/tofile", true, "/a/file", nil},
 	}
 	for _, tt := range tests {
 		got, err := Walk(m, tt.in, tt.follow)

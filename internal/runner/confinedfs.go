@@ -80,6 +80,9 @@ func (c *ConfinedFS) resolve(p string, follow bool) (string, experimentalsys.Err
 		if errors.Is(err, pathwalk.ErrLoop) {
 			return "", experimentalsys.ELOOP
 		}
+		if errors.Is(err, pathwalk.ErrNotDir) {
+			return "", experimentalsys.ENOTDIR
+		}
 		var errno experimentalsys.Errno
 		if errors.As(err, &errno) {
 			return "", errno
@@ -109,6 +112,8 @@ func (w walker) Lstat(p string) (pathwalk.Kind, error) {
 		return 0, experimentalsys.EACCES
 	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
 		return pathwalk.Symlink, nil
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return pathwalk.NotDir, nil
 	}
 	return pathwalk.Other, nil
 }

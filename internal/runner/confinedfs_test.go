@@ -100,7 +100,7 @@ func TestConfinedFSDeniedFile(t *testing.T) {
 
 	denied := []string{"secret", "./secret", "public/../secret", "abs", "rel", "dotrel", "sub/up", "sub/climb",
 		"chain", "public/toabs", "public/hardlink", "secretdir", "secretdir/inner", "sdirlink/inner", "dirlink/../secret",
-		"/secret", "public/readme/../../secret"}
+		"/secret"}
 	for _, p := range denied {
 		t.Run("open "+p, func(t *testing.T) {
 			f, errno := cfs.OpenFile(p, experimentalsys.O_RDONLY, 0)
@@ -114,6 +114,16 @@ func TestConfinedFSDeniedFile(t *testing.T) {
 				t.Errorf("Stat(%q) errno = %v, want EACCES", p, errno)
 			}
 		})
+	}
+
+	// A file has no "..": refused as the kernel does, whatever lies after.
+	for _, p := range []string{"public/readme/../../secret", "public/readme/..", "public/readme/x"} {
+		if _, errno := cfs.OpenFile(p, experimentalsys.O_RDONLY, 0); errno != experimentalsys.ENOTDIR {
+			t.Errorf("OpenFile(%q) errno = %v, want ENOTDIR", p, errno)
+		}
+		if _, errno := cfs.Stat(p); errno != experimentalsys.ENOTDIR {
+			t.Errorf("Stat(%q) errno = %v, want ENOTDIR", p, errno)
+		}
 	}
 
 	// Lstat does not follow the last link: a link to the denied file may be
