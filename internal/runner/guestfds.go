@@ -115,15 +115,27 @@ func sameAddr(sa unix.Sockaddr, l Listener) bool {
 	return port == l.Port && (ip.Equal(want) || ip.IsUnspecified() && want.IsUnspecified())
 }
 
-// accepted finds the host descriptor of the connection an accept just
-// opened. The kernel gives a new descriptor the lowest free number, and
-// nothing else in the runner opens one while the guest calls in, so it is
-// the number that was lowest free before the accept (lowest): checked to
-// be a socket no guest descriptor has. Failing that, the runner's sockets
-// are searched for the one no guest descriptor has.
-func (t *guestFDs) accepted(lowest int) (int, bool) {
-	var st unix.Stat_t
-	if lowest >= 0 && unix.Fstat(lowest, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK && !t.known(lowest) {
+// accepted finds the host descriptor of the connection an accept on the
+// host socket listener just opened. The kernel gives a new descriptor the
+// lowest free number, and nothing else in the runner opens one while the
+// guest calls in, so it is the number that was lowest free before the
+// accept (lowest). Failing that, the runner's sockets are searched. Either
+// way the descriptor must be a connected socket no guest descriptor has,
+// with the listener's local port: a socket opened meanwhile by anything
+// else (a client in the same process, as in tests) is never taken for it.
+func (t *guestFDs) accepted(lowest, listener int) (int, bool) {
+	port := localPort(listener)
+	isConn := func(fd int) bool {
+		var st unix.Stat_t
+		if fd < 0 || unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || t.known(fd) {
+			return false
+		}
+		if _, err := unix.Getpeername(fd); err != nil {
+			return false
+		}
+		return port < 0 || localPort(fd) == port
+	}
+	if isConn(lowest) {
 		return lowest, true
 	}
 	socks, err := hostSockets()
@@ -132,7 +144,7 @@ func (t *guestFDs) accepted(lowest int) (int, bool) {
 	}
 	var found []int
 	for _, h := range socks {
-		if !t.known(h) {
+		if isConn(h) {
 			found = append(found, h)
 		}
 	}
@@ -140,6 +152,24 @@ func (t *guestFDs) accepted(lowest int) (int, bool) {
 		return -1, false
 	}
 	return found[0], true
+}
+
+// localPort is the local port of socket fd, -1 if it has none.
+func localPort(fd int) int {
+	if fd < 0 {
+		return -1
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return -1
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return -1
 }
 
 // lowestFree returns the lowest descriptor number not in use, -1 if it
@@ -162,6 +192,10 @@ func (t *guestFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string
 		// sock_accept(fd, flags, result.fd) errno
 		"sock_accept": api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
 			resultFD := uint32(stack[2])
+			listener := -1
+			if h, ok := t.host[uint32(stack[0])]; ok {
+				listener = h
+			}
 			lowest := lowestFree()
 			accept.Call(ctx, mod, stack)
 			if stack[0] != errnoSuccess {
@@ -171,7 +205,7 @@ func (t *guestFDs) wasiWrappers(orig map[string]api.GoModuleFunction) map[string
 			if !ok {
 				return
 			}
-			if h, ok := t.accepted(lowest); ok {
+			if h, ok := t.accepted(lowest, listener); ok {
 				t.host[fd] = h
 			}
 		}),

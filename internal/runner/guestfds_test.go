@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,5 +233,45 @@ func TestSameAddr(t *testing.T) {
 				t.Errorf("sameAddr(%+v, %v) = %v, want %v", tt.sa, tt.l, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestAcceptedIgnoresOtherSockets: a socket opened by something else just
+// before the accept (here a client in the same process, which took the
+// number that was lowest free) is not taken for the accepted connection:
+// that has the listener's local port, and is found.
+func TestAcceptedIgnoresOtherSockets(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	fd := func(c any) int {
+		raw, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		raw.Control(func(f uintptr) { n = int(f) })
+		return n
+	}
+	fds := newGuestFDs()
+	got, ok := fds.accepted(fd(client), fd(l))
+	if !ok || got != fd(server) {
+		t.Errorf("accepted = %d, %v; want the server side %d, not the client %d", got, ok, fd(server), fd(client))
+	}
+	fds.host[7] = fd(server) // known now: nothing else is the accepted one
+	if got, ok := fds.accepted(fd(client), fd(l)); ok {
+		t.Errorf("accepted = %d with no new connection", got)
 	}
 }
