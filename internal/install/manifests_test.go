@@ -17,6 +17,8 @@ import (
 	nodev1 "k8s.io/api/node/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 // manifests reads the YAML documents of deploy/kubernetes/NAME, each
@@ -159,6 +161,58 @@ func TestInstallerManifests(t *testing.T) {
 		}
 		if ctr.Resources.Limits.Memory().IsZero() || !strings.Contains(ctr.Image, "installer") {
 			t.Errorf("%s: no memory limit, or image %q", ds.Name, ctr.Image)
+		}
+	}
+}
+
+// TestKustomization: the kustomize base renders the installer and the
+// RuntimeClass, and an overlay's image and namespace reach every object
+// that names them (the DaemonSet's image, the service account and the
+// binding's subject, the Namespace object itself).
+func TestKustomization(t *testing.T) {
+	fsys := filesys.MakeFsInMemory()
+	base, err := filepath.Abs(filepath.Join("..", "..", "deploy", "kubernetes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"kustomization.yaml", "installer.yaml", "runtimeclass.yaml"} {
+		data, err := os.ReadFile(filepath.Join(base, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys.WriteFile(filepath.Join("/base", name), data)
+	}
+	fsys.WriteFile("/overlay/kustomization.yaml", []byte(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../base]
+namespace: wasm-system
+images:
+  - name: ghcr.io/containerd-shim-wasm/installer
+    newName: registry.example/wasm/installer
+    newTag: v1.2.3
+`))
+	for _, dir := range []string{"/base", "/overlay"} {
+		resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+		if err != nil {
+			t.Fatalf("kustomize %s: %v", dir, err)
+		}
+		out, err := resMap.AsYaml()
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(out)
+		for _, kind := range []string{"kind: Namespace", "kind: ServiceAccount", "kind: ClusterRole\n", "kind: ClusterRoleBinding", "kind: DaemonSet", "kind: RuntimeClass"} {
+			if !strings.Contains(text, kind) {
+				t.Errorf("%s renders no %s", dir, strings.TrimSpace(kind))
+			}
+		}
+		if dir == "/overlay" {
+			if !strings.Contains(text, "image: registry.example/wasm/installer:v1.2.3") || strings.Contains(text, "ghcr.io") {
+				t.Errorf("the overlay's image did not replace the base's:\n%s", text)
+			}
+			if strings.Contains(text, "containerd-shim-wasm\n") || strings.Count(text, "namespace: wasm-system") < 3 || !strings.Contains(text, "kind: Namespace\nmetadata:\n  name: wasm-system\n") {
+				t.Errorf("the overlay's namespace did not reach the service account, the binding's subject and the DaemonSet:\n%s", text)
+			}
 		}
 	}
 }
