@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,11 @@ import (
 // containerd in the unit k3s, k3s-agent, rke2-server or rke2-agent; their
 // config comes from a template the installer does not edit yet.
 func Restart(ctx context.Context, hostRoot, unit string) error {
-	cmd := exec.CommandContext(ctx, "/usr/bin/systemctl", "restart", unit)
+	systemctl := "/usr/bin/systemctl"
+	if _, err := os.Stat(filepath.Join(hostRoot, systemctl)); err != nil {
+		systemctl = "/bin/systemctl" // a root without the /usr merge
+	}
+	cmd := exec.CommandContext(ctx, systemctl, "restart", unit)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	if filepath.Clean(hostRoot) != "/" {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: hostRoot}
