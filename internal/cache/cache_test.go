@@ -24,6 +24,22 @@ type fakeModule struct {
 	code   []byte
 }
 
+// getVerified gets m's entry from a Cache of its own (as a shim of its
+// own would), compiling with compile on a miss, and verifies and
+// releases it.
+func getVerified(opts Options, m fakeModule, compile Compiler) error {
+	c, err := Open(opts)
+	if err != nil {
+		return err
+	}
+	e, err := c.Get(context.Background(), m.digest, compile, nil)
+	if err != nil {
+		return err
+	}
+	defer e.Release()
+	return verify(e.Path, int64(len(m.code)), e.SHA256)
+}
+
 func module(name string, size int) fakeModule {
 	sum := sha256.Sum256([]byte(name))
 	code := bytes.Repeat([]byte(name), size/len(name)+1)[:size]
@@ -297,15 +313,7 @@ func TestConcurrentGets(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := Open(Options{Root: root, Engine: "engine-1"})
-			if err == nil {
-				var e *Entry
-				if e, err = c.Get(context.Background(), m.digest, slow, nil); err == nil {
-					err = verify(e.Path, int64(len(m.code)), e.SHA256)
-					e.Release()
-				}
-			}
-			errs <- err
+			errs <- getVerified(Options{Root: root, Engine: "engine-1"}, m, slow)
 		}()
 	}
 	wg.Wait()

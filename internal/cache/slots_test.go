@@ -33,15 +33,7 @@ func TestCompileSlots(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := Open(Options{Root: root, Engine: "engine-1", MaxCompiles: 2})
-			if err == nil {
-				var e *Entry
-				if e, err = c.Get(context.Background(), m.digest, slow, nil); err == nil {
-					err = verify(e.Path, int64(len(m.code)), e.SHA256)
-					e.Release()
-				}
-			}
-			errs <- err
+			errs <- getVerified(Options{Root: root, Engine: "engine-1", MaxCompiles: 2}, m, slow)
 		}()
 	}
 	wg.Wait()
