@@ -261,7 +261,9 @@ func TestCompileBounds(t *testing.T) {
 func TestCompileOutlivesCreate(t *testing.T) {
 	const img = "example.local/compile-giveup:latest"
 	importModules(t, img, map[string][]byte{"/bomb.wasm": compileBomb(2000, 20000)})
-	flags := optionsFile(t, filepath.Join(t.TempDir(), "cache"), "")
+	// A limit the bomb does not reach in the 4 s, however fast the machine:
+	// the create must end by its deadline, not by an out of memory.
+	flags := optionsFile(t, filepath.Join(t.TempDir(), "cache"), "CompileMemoryLimit = 4294967296\n")
 	id := newID(t)
 	start := time.Now()
 	_, stderr, err := e.ctr(append([]string{"--timeout", "4s"}, ctrRunImageArgs(img, id, flags, []string{"/bomb.wasm"})...)...)
