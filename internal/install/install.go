@@ -96,11 +96,12 @@ type plan struct {
 	drop              []byte
 }
 
-// Install copies the shim and registers the handler.
-func Install(o Options) error {
+// Install copies the shim and registers the handler, and reports whether
+// it changed anything.
+func Install(o Options) (changed bool, err error) {
 	bin, err := os.ReadFile(o.Binary)
 	if err != nil {
-		return fmt.Errorf("read the shim's binary: %w", err)
+		return false, fmt.Errorf("read the shim's binary: %w", err)
 	}
 	var p *plan
 	if dir, ok := o.rancher(); ok {
@@ -109,44 +110,48 @@ func Install(o Options) error {
 		p, err = o.planConfig()
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	var w writer
 	if err := w.write(o.host(ShimPath), bin, 0o755); err != nil {
-		return w.undo(fmt.Errorf("install the shim: %w", err))
+		return false, w.undo(fmt.Errorf("install the shim: %w", err))
 	}
 	if p.drop != nil {
 		if err := w.write(o.host(DropInPath), p.drop, 0o644); err != nil {
-			return w.undo(fmt.Errorf("write the drop-in: %w", err))
+			return false, w.undo(fmt.Errorf("write the drop-in: %w", err))
 		}
 	}
 	if p.original == nil || !bytes.Equal(p.written, p.original) {
 		st, _ := json.Marshal(state{File: p.file, Original: p.original, Written: p.written})
 		if err := w.write(o.host(StatePath), st, 0o600); err != nil {
-			return w.undo(fmt.Errorf("record the install: %w", err))
+			return false, w.undo(fmt.Errorf("record the install: %w", err))
 		}
 		if err := w.write(o.host(p.file), p.written, configMode(o.host(p.file))); err != nil {
-			return w.undo(fmt.Errorf("register the handler in %s: %w", p.file, err))
+			return false, w.undo(fmt.Errorf("register the handler in %s: %w", p.file, err))
 		}
 	}
 	for _, p := range w.changed {
 		o.say("wrote %s", strings.TrimPrefix(p, filepath.Clean(o.HostRoot)))
 	}
-	return nil
+	return len(w.changed) > 0, nil
 }
 
 // Uninstall removes what Install added: the import (the main config put
 // back as it was, if it still is as Install left it), the drop-in and the
-// shim.
-func Uninstall(o Options) error {
+// shim, and reports whether it changed anything.
+func Uninstall(o Options) (changed bool, err error) {
+	done := func(format string, a ...any) {
+		changed = true
+		o.say(format, a...)
+	}
 	var st state
 	data, err := os.ReadFile(o.host(StatePath))
 	if err == nil {
 		if err := json.Unmarshal(data, &st); err != nil {
-			return fmt.Errorf("read the install record %s: %w", StatePath, err)
+			return false, fmt.Errorf("read the install record %s: %w", StatePath, err)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("read the install record: %w", err)
+		return false, fmt.Errorf("read the install record: %w", err)
 	}
 	file := st.File
 	if file == "" {
@@ -162,33 +167,33 @@ func Uninstall(o Options) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return fmt.Errorf("read %s: %w", file, err)
+		return false, fmt.Errorf("read %s: %w", file, err)
 	case st.Written != nil && bytes.Equal(current, st.Written) && st.Original == nil:
 		if err := os.Remove(o.host(file)); err != nil {
-			return fmt.Errorf("remove %s: %w", file, err)
+			return false, fmt.Errorf("remove %s: %w", file, err)
 		}
-		o.say("removed %s (install had created it)", file)
+		done("removed %s (install had created it)", file)
 	case st.Written != nil && bytes.Equal(current, st.Written):
 		if err := writeFile(o.host(file), st.Original, configMode(o.host(file))); err != nil {
-			return fmt.Errorf("restore %s: %w", file, err)
+			return false, fmt.Errorf("restore %s: %w", file, err)
 		}
-		o.say("restored %s", file)
+		done("restored %s", file)
 	default:
 		if out := removeImport(removeBlock(current), DropInPath); !bytes.Equal(out, current) {
 			if err := writeFile(o.host(file), out, configMode(o.host(file))); err != nil {
-				return fmt.Errorf("take the handler out of %s: %w", file, err)
+				return false, fmt.Errorf("take the handler out of %s: %w", file, err)
 			}
-			o.say("took the handler out of %s (changed since install: not restored whole)", file)
+			done("took the handler out of %s (changed since install: not restored whole)", file)
 		}
 	}
 	for _, p := range []string{DropInPath, ShimPath, StatePath} {
 		if err := os.Remove(o.host(p)); err == nil {
-			o.say("removed %s", p)
+			done("removed %s", p)
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("remove %s: %w", p, err)
+			return false, fmt.Errorf("remove %s: %w", p, err)
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // planConfig plans the change of containerd's main config: a drop-in and

@@ -73,8 +73,8 @@ func TestInstallUninstall(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o, root := node(t, tt.config)
 			before := tree(t, root)
-			if err := Install(o); err != nil {
-				t.Fatal(err)
+			if changed, err := Install(o); err != nil || !changed {
+				t.Fatalf("Install: changed %v, %v", changed, err)
 			}
 			after := tree(t, root)
 			got := after["etc/containerd/config.toml"]
@@ -111,14 +111,14 @@ func TestInstallUninstall(t *testing.T) {
 				t.Errorf("handler's runc options %v, want SystemdCgroup %v", opts, tt.systemd)
 			}
 			// Again: not a byte changes.
-			if err := Install(o); err != nil {
-				t.Fatal(err)
+			if changed, err := Install(o); err != nil || changed {
+				t.Fatalf("Install: changed %v, %v", changed, err)
 			}
 			if again := tree(t, root); !equal(again, after) {
 				t.Errorf("a second install changed the node:\n%v\nwas:\n%v", again, after)
 			}
-			if err := Uninstall(o); err != nil {
-				t.Fatal(err)
+			if changed, err := Uninstall(o); err != nil || !changed {
+				t.Fatalf("Uninstall: changed %v, %v", changed, err)
 			}
 			if restored := tree(t, root); !equal(restored, before) {
 				t.Errorf("after uninstall:\n%v\nwant:\n%v", restored, before)
@@ -166,7 +166,7 @@ func TestInstallRefuses(t *testing.T) {
 				tt.breakNode(root)
 			}
 			before := tree(t, root)
-			err := Install(o)
+			_, err := Install(o)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Install: %v, want an error saying %q", err, tt.want)
 			}
@@ -189,7 +189,7 @@ func TestInstallUndoesWrites(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "var", "lib"), 0o755)
 	os.WriteFile(filepath.Join(root, "var", "lib", "containerd-shim-wasm"), nil, 0o644)
 	before := tree(t, root)
-	if err := Install(o); err == nil || !strings.Contains(err.Error(), "record") {
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "record") {
 		t.Fatalf("Install: %v", err)
 	}
 	if after := tree(t, root); !equal(after, before) {
@@ -202,13 +202,13 @@ func TestInstallUndoesWrites(t *testing.T) {
 func TestUninstallAfterChange(t *testing.T) {
 	for _, config := range []string{"version = 3\n", "version = 3\nimports = [\"/a.toml\"]\n", "version = 2\n"} {
 		o, root := node(t, config)
-		if err := Install(o); err != nil {
+		if _, err := Install(o); err != nil {
 			t.Fatal(err)
 		}
 		p := filepath.Join(root, "etc", "containerd", "config.toml")
 		installed, _ := os.ReadFile(p)
 		os.WriteFile(p, append(installed, "\n[debug]\n  level = \"debug\"\n"...), 0o600)
-		if err := Uninstall(o); err != nil {
+		if _, err := Uninstall(o); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(p)
@@ -245,7 +245,7 @@ func TestInstallRancher(t *testing.T) {
 			os.MkdirAll(filepath.Join(root, filepath.Dir(tt.unitFile)), 0o755)
 			os.WriteFile(filepath.Join(root, tt.unitFile), nil, 0o644)
 			before := tree(t, root)
-			if err := Install(o); err != nil {
+			if _, err := Install(o); err != nil {
 				t.Fatal(err)
 			}
 			after := tree(t, root)
@@ -275,10 +275,10 @@ func TestInstallRancher(t *testing.T) {
 			if u := o.RestartUnit(); u != tt.wantUnit {
 				t.Errorf("unit %q, want %q", u, tt.wantUnit)
 			}
-			if err := Install(o); err != nil || !equal(tree(t, root), after) {
+			if changed, err := Install(o); err != nil || changed || !equal(tree(t, root), after) {
 				t.Errorf("a second install: %v, or it changed the node", err)
 			}
-			if err := Uninstall(o); err != nil {
+			if _, err := Uninstall(o); err != nil {
 				t.Fatal(err)
 			}
 			if got := tree(t, root); !equal(got, before) {

@@ -1,7 +1,6 @@
 package install
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -92,13 +91,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			}
 			fmt.Fprintf(stdout, "took the label %s off node %s\n", NodeLabel, c.node)
 		}
-		changes := &countingWriter{w: stdout}
-		o.Out = changes
-		if err := Uninstall(o); err != nil {
+		changed, err := Uninstall(o)
+		if err != nil {
 			return fail(err)
 		}
 		switch {
-		case c.restart && changes.lines > 0:
+		case c.restart && changed:
 			if err := Restart(ctx, c.root, c.unit); err != nil {
 				return fail(err)
 			}
@@ -111,12 +109,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	changes := &countingWriter{w: stdout}
-	o.Out = changes
-	if err := Install(o); err != nil {
+	changed, err := Install(o)
+	if err != nil {
 		return fail(err)
 	}
-	if changes.lines == 0 {
+	if !changed {
 		fmt.Fprintln(stdout, "already installed: nothing changed")
 	}
 	sock := c.socket
@@ -129,7 +126,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return WaitHandler(wctx, sock, Handler)
 	}
 	switch {
-	case c.restart && (changes.lines > 0 || served(2*time.Second) != nil):
+	case c.restart && (changed || served(2*time.Second) != nil):
 		if err := Restart(ctx, c.root, c.unit); err != nil {
 			return fail(err)
 		}
@@ -153,18 +150,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		stayUntilTerminated()
 	}
 	return 0
-}
-
-// countingWriter counts the lines written through it: Install writes one
-// per change.
-type countingWriter struct {
-	w     io.Writer
-	lines int
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	c.lines += bytes.Count(p, []byte("\n"))
-	return c.w.Write(p)
 }
 
 // stayUntilTerminated blocks until SIGTERM or SIGINT.
