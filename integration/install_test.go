@@ -129,7 +129,6 @@ func TestInstaller(t *testing.T) {
 			if log, _ := os.ReadFile(filepath.Join(host, "systemctl.log")); string(log) != "restart containerd\n" {
 				t.Errorf("systemctl run as %q, want restart containerd", log)
 			}
-			os.Remove(systemctl)
 			os.Remove(filepath.Join(host, "systemctl.log"))
 			podID, podCfg := c.pod(t, "installed", install.Handler)
 			id := c.container(t, podID, podCfg, "hello", "/probe.wasm", "echo", "installed")
@@ -139,7 +138,13 @@ func TestInstaller(t *testing.T) {
 			if log, _ := os.ReadFile(filepath.Join(podCfg.LogDirectory, "hello.log")); !strings.Contains(string(log), "[installed]") {
 				t.Errorf("the container's log: %q", log)
 			}
-			t.Log(installer("uninstall"))
+			// Uninstall changes the node, so --restart restarts containerd.
+			t.Log(installer("uninstall", "--restart"))
+			if log, _ := os.ReadFile(filepath.Join(host, "systemctl.log")); string(log) != "restart containerd\n" {
+				t.Errorf("uninstall --restart ran systemctl as %q, want restart containerd", log)
+			}
+			os.Remove(systemctl)
+			os.Remove(filepath.Join(host, "systemctl.log"))
 			if got, _ := os.ReadFile(configFile); string(got) != original {
 				t.Errorf("config after uninstall:\n%s\nwant:\n%s", got, original)
 			}
