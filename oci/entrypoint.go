@@ -133,6 +133,9 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 		if e.Size > wasmmod.MaxSize {
 			return nil, bad("module is %d bytes, more than the %d a module may have", e.Size, wasmmod.MaxSize)
 		}
+		if v, ok := wasmmod.IsComponent(head); ok {
+			return nil, bad("%s is a WebAssembly component (component binary version %d): %v", e.Path, v, wasmmod.ErrComponent)
+		}
 	case bytes.HasPrefix(head, elfMagic), bytes.HasPrefix(head, []byte("#!")):
 		e.Kind = Native
 		if e.Func != "" {
@@ -142,7 +145,7 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 			return nil, bad("%s is a native program but is not executable (mode %04o)", e.Path, fi.Mode().Perm())
 		}
 	default:
-		return nil, bad("%s is neither a WebAssembly module nor a native executable (it starts with %q)", e.Path, head)
+		return nil, bad("%s is neither a WebAssembly module nor a native executable (it starts with %q)", e.Path, head[:min(len(head), 4)])
 	}
 	return e, nil
 }
@@ -184,7 +187,7 @@ func inspect(host string) (fs.FileInfo, []byte, error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	head := make([]byte, 4)
+	head := make([]byte, wasmmod.HeaderSize)
 	n, err := io.ReadFull(f, head)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, nil, err

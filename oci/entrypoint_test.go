@@ -117,6 +117,7 @@ func TestEntrypointErrors(t *testing.T) {
 	b.file("/short", "\x00a", 0o755)
 	b.file("/elf", elfBytes, 0o755)
 	b.file("/m.wasm", wasmBytes, 0o644)
+	b.file("/component.wasm", "\x00asm\x0d\x00\x01\x00rest of a component", 0o644)
 	b.dirAt("/dir")
 	if err := syscall.Mkfifo(b.host("/fifo"), 0o755); err != nil {
 		t.Fatal(err)
@@ -137,6 +138,7 @@ func TestEntrypointErrors(t *testing.T) {
 		{"/text", "neither a WebAssembly module nor a native executable"},
 		{"/empty", "neither a WebAssembly module nor a native executable"},
 		{"/short", "neither a WebAssembly module nor a native executable"},
+		{"/component.wasm", "WASI preview 2 components are not supported"},
 		{"/dir", "directory"},
 		{"/fifo", "FIFO"},
 		{"/fifo-link", "FIFO"},
