@@ -76,11 +76,19 @@ func (img *Image) WriteTar(w io.Writer) error {
 	return writeLayout(w, img.Name, mdesc, blobs)
 }
 
-// WriteIndexTar writes one image of several platforms (each of imgs, whose
-// names are not used) as an OCI image layout tarball named name: an image
-// index listing a manifest per platform, which containerd imports as one
-// image and runs on the platform it matches.
-func WriteIndexTar(w io.Writer, name string, imgs []*Image) error {
+// Part is one platform's image in an image index: an *Image or an
+// *Artifact (whose name is not used).
+type Part interface {
+	// manifest returns the part's blobs and its manifest's descriptor,
+	// with its platform.
+	manifest() ([]blob, ocispec.Descriptor, error)
+}
+
+// WriteIndexTar writes one image of several platforms (each of imgs) as an
+// OCI image layout tarball named name: an image index listing a manifest
+// per platform, which containerd imports as one image and runs on the
+// platform it matches.
+func WriteIndexTar(w io.Writer, name string, imgs []Part) error {
 	if name == "" {
 		return fmt.Errorf("image has no name")
 	}

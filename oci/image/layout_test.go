@@ -374,9 +374,9 @@ func TestImageLayoutErrors(t *testing.T) {
 // layer; every blob is there under its digest; two images of one
 // platform are refused.
 func TestImageIndexLayout(t *testing.T) {
-	imgs := []*Image{
-		{Architecture: "amd64", Files: []File{{Path: "/bin/tool", Data: []byte("amd64 tool"), Mode: 0o755}}, Entrypoint: []string{"/bin/tool"}},
-		{Architecture: "arm64", Files: []File{{Path: "/bin/tool", Data: []byte("arm64 tool"), Mode: 0o755}}, Entrypoint: []string{"/bin/tool"}},
+	imgs := []Part{
+		&Image{Architecture: "amd64", Files: []File{{Path: "/bin/tool", Data: []byte("amd64 tool"), Mode: 0o755}}, Entrypoint: []string{"/bin/tool"}},
+		&Image{Architecture: "arm64", Files: []File{{Path: "/bin/tool", Data: []byte("arm64 tool"), Mode: 0o755}}, Entrypoint: []string{"/bin/tool"}},
 	}
 	var buf bytes.Buffer
 	if err := WriteIndexTar(&buf, "example.local/tool:v1", imgs); err != nil {
@@ -404,14 +404,14 @@ func TestImageIndexLayout(t *testing.T) {
 		t.Fatalf("image index %+v: %v", idx, err)
 	}
 	for i, m := range idx.Manifests {
-		if m.Platform == nil || m.Platform.OS != "linux" || m.Platform.Architecture != imgs[i].Architecture {
+		if m.Platform == nil || m.Platform.OS != "linux" || m.Platform.Architecture != imgs[i].(*Image).Architecture {
 			t.Errorf("manifest %d platform %+v", i, m.Platform)
 		}
 		var man ocispec.Manifest
 		json.Unmarshal(blob(m), &man)
 		var cfg ocispec.Image
 		json.Unmarshal(blob(man.Config), &cfg)
-		if cfg.Architecture != imgs[i].Architecture || len(man.Layers) != 1 {
+		if cfg.Architecture != imgs[i].(*Image).Architecture || len(man.Layers) != 1 {
 			t.Errorf("manifest %d: config %+v, %d layers", i, cfg.Platform, len(man.Layers))
 		}
 		zr, err := gzip.NewReader(bytes.NewReader(blob(man.Layers[0])))
@@ -419,11 +419,11 @@ func TestImageIndexLayout(t *testing.T) {
 			t.Fatal(err)
 		}
 		layer, _ := io.ReadAll(zr)
-		if !bytes.Contains(layer, []byte(imgs[i].Architecture+" tool")) {
+		if !bytes.Contains(layer, []byte(imgs[i].(*Image).Architecture+" tool")) {
 			t.Errorf("manifest %d's layer lacks its tool", i)
 		}
 	}
-	if err := WriteIndexTar(io.Discard, "x", []*Image{{Architecture: "arm64"}, {Architecture: "arm64"}}); err == nil {
+	if err := WriteIndexTar(io.Discard, "x", []Part{&Image{Architecture: "arm64"}, &Image{Architecture: "arm64"}}); err == nil {
 		t.Error("two images of one platform were accepted")
 	}
 }

@@ -63,7 +63,7 @@ func release(out, repo string) error {
 	if err != nil {
 		return err
 	}
-	var imgs []*image.Image
+	var imgs []image.Part
 	for _, arch := range sortedArches() {
 		read := func(cmd string) []byte {
 			data, _ := os.ReadFile(filepath.Join(out, cmd+"-linux-"+arch))
