@@ -19,6 +19,8 @@
 //	v1/failed/KEY   a compile that failed for the module's sake (JSON),
 //	                remembered until it expires
 //	v1/slots/N      flock(2)ed by a compile running, N < MaxCompiles
+//	v1/modules/SHA  modules that are in no container's rootfs (the layers
+//	                of Wasm artifacts), by their SHA-256
 //	v1/tmp/         staging for compiles and records
 //
 // Files are written in tmp/ and renamed into place, the code before its
@@ -188,7 +190,7 @@ func Open(opts Options) (*Cache, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("compile cache: %w", err)
 	}
-	for _, d := range []string{"", "index", "entries", "locks", "pins", "failed", "slots", "tmp"} {
+	for _, d := range []string{"", "index", "entries", "modules", "locks", "pins", "failed", "slots", "tmp"} {
 		if err := os.Mkdir(filepath.Join(c.dir, d), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("compile cache: %w", err)
 		}
@@ -317,6 +319,11 @@ func (c *Cache) lookup(key, module string) (*Entry, error) {
 
 // pin hard-links the entry's code to a new name under pins/.
 func (c *Cache) pin(key string) (string, error) {
+	return c.pinFile(filepath.Join(c.dir, "entries", key))
+}
+
+// pinFile hard-links a file of the cache to a new name under pins/.
+func (c *Cache) pinFile(file string) (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("compile cache pin: %w", err)
@@ -324,7 +331,7 @@ func (c *Cache) pin(key string) (string, error) {
 	// A pin shares the entry's inode, and so its times: its name says when
 	// it was made, for Evict to find pins left by processes that died.
 	pin := filepath.Join(c.dir, "pins", fmt.Sprintf("%d.%s", time.Now().Unix(), hex.EncodeToString(b[:])))
-	if err := os.Link(filepath.Join(c.dir, "entries", key), pin); err != nil {
+	if err := os.Link(file, pin); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", err
 		}
@@ -510,8 +517,9 @@ func (c *Cache) writeFile(path string, data []byte) error {
 }
 
 // Evict removes expired and corrupt failure records, then least recently
-// used entries and failure records until the compiled code, index records
-// and failure records kept fit the size bound, and removes pins and
+// used entries, stored modules and failure records until the compiled
+// code, index records, modules and failure records kept fit the size
+// bound, and removes pins and
 // staging files left by processes that died. Entries in use by containers
 // are pinned, so their files live on until released.
 func (c *Cache) Evict() error {
@@ -524,8 +532,9 @@ func (c *Cache) Evict() error {
 		key  string
 		size int64
 		used time.Time
-		// failed says the entry is a failure record, not compiled code.
-		failed bool
+		// failed says the entry is a failure record, module a stored
+		// module, not compiled code.
+		failed, module bool
 	}
 	var entries []entry
 	var total int64
@@ -563,10 +572,26 @@ func (c *Cache) Evict() error {
 		entries = append(entries, entry{key: de.Name(), size: info.Size(), used: info.ModTime(), failed: true})
 		total += info.Size()
 	}
+	des, err = os.ReadDir(filepath.Join(c.dir, "modules"))
+	if err != nil {
+		return fmt.Errorf("compile cache eviction: %w", err)
+	}
+	for _, de := range des {
+		if info, err := de.Info(); err == nil {
+			entries = append(entries, entry{key: de.Name(), size: info.Size(), used: info.ModTime(), module: true})
+			total += info.Size()
+		}
+	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
 	for _, e := range entries {
 		if total <= c.maxBytes {
 			break
+		}
+		if e.module {
+			if err := os.Remove(filepath.Join(c.dir, "modules", e.key)); err == nil {
+				total -= e.size
+			}
+			continue
 		}
 		if e.failed {
 			if err := os.Remove(filepath.Join(c.dir, "failed", e.key)); err == nil {
