@@ -50,6 +50,11 @@ var (
 // entrypoint itself (as opposed to a failure to read the bundle).
 var ErrBadEntrypoint = errors.New("bad entrypoint")
 
+// ErrNotInRootfs marks a Detect error saying that the entrypoint is no file
+// of the container's root: the module of a Wasm image may be in a layer of
+// its own instead (see image.ModuleLayer).
+var ErrNotInRootfs = errors.New("not in the container's root")
+
 // Entrypoint is a container's process.args[0], resolved in its root.
 type Entrypoint struct {
 	// Arg0 is process.args[0] without the "#func" suffix.
@@ -63,6 +68,21 @@ type Entrypoint struct {
 	Func string
 	Kind Kind
 	Size int64
+	// SHA256 is the module's SHA-256 in hex when whoever made the
+	// Entrypoint has verified it already; empty otherwise.
+	SHA256 string
+	// Layer, for a module that is no file of the root but a layer of the
+	// container's image, is the layer's digest; Path is then where the
+	// module is mounted for the runner.
+	Layer string
+}
+
+// Name is how messages name the module: its path, or its image layer.
+func (e *Entrypoint) Name() string {
+	if e.Layer != "" {
+		return "image layer " + e.Layer
+	}
+	return e.Path
 }
 
 // SplitFunc splits "path#func" into path and func. Without a suffix, func is
@@ -86,6 +106,9 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("entrypoint %q: %s: %w", s.Process.Args[0], fmt.Sprintf(format, a...), ErrBadEntrypoint)
 	}
+	notFound := func(format string, a ...any) error {
+		return &notInRootfs{bad(format, a...)}
+	}
 	if arg0 == "" {
 		return nil, bad("empty path")
 	}
@@ -100,7 +123,7 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 		e.Path, e.HostPath, err = r.ResolveFrom(s.Process.Cwd, arg0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, bad("no such file in the container (%v)", err)
+				return nil, notFound("no such file in the container (%v)", err)
 			}
 			return nil, bad("%v", err)
 		}
@@ -119,7 +142,7 @@ func Detect(bundle string, s *specs.Spec) (*Entrypoint, error) {
 	} else {
 		e.Path, e.HostPath, fi, head, err = lookPath(r, arg0, s.Process.Env)
 		if err != nil {
-			return nil, bad("%v", err)
+			return nil, notFound("%v", err)
 		}
 	}
 	e.Size = fi.Size()
@@ -210,3 +233,10 @@ func describeMode(m fs.FileMode) string {
 	}
 	return "special file"
 }
+
+// notInRootfs is a Detect error that is also ErrNotInRootfs, without
+// adding it to the message.
+type notInRootfs struct{ error }
+
+func (e *notInRootfs) Unwrap() error        { return e.error }
+func (e *notInRootfs) Is(target error) bool { return target == ErrNotInRootfs }

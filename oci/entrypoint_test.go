@@ -578,3 +578,29 @@ func TestEntrypointTrailingSlash(t *testing.T) {
 		})
 	}
 }
+
+// TestEntrypointNotInRootfs: only an entrypoint that is no file of the
+// root is ErrNotInRootfs (the shim then looks for a Wasm layer).
+func TestEntrypointNotInRootfs(t *testing.T) {
+	b := newOCIBundle(t)
+	b.file("/text", textBytes, 0o755)
+	b.dirAt("/dir")
+	b.symlink("/dangling", "/nowhere")
+	tests := []struct {
+		arg0 string
+		want bool
+	}{
+		{"/missing.wasm", true},
+		{"/dangling", true},
+		{"bare-name", true},
+		{"/text", false},
+		{"/dir", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		_, err := detectArgs(b, tt.arg0)
+		if err == nil || errors.Is(err, ErrNotInRootfs) != tt.want || !errors.Is(err, ErrBadEntrypoint) {
+			t.Errorf("Detect(%q) = %v; ErrNotInRootfs %v, want %v", tt.arg0, err, errors.Is(err, ErrNotInRootfs), tt.want)
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 func checkModule(ctx context.Context, ep *oci.Entrypoint) error {
 	f, err := os.OpenFile(ep.HostPath, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("open module %s: %w", ep.Path, err)
+		return fmt.Errorf("open module %s: %w", ep.Name(), err)
 	}
 	defer f.Close()
 	h, err := startHelper(ctx, runner.CheckerName, []string{ep.Func}, f)
@@ -27,12 +27,12 @@ func checkModule(ctx context.Context, ep *oci.Entrypoint) error {
 	status, msg, err := h.wait()
 	switch {
 	case err != nil:
-		return fmt.Errorf("module check of %s: %w", ep.Path, err)
+		return fmt.Errorf("module check of %s: %w", ep.Name(), err)
 	case status == 0:
 		return nil
 	case refused(ep, status, msg) != nil:
 		return refused(ep, status, msg)
 	default:
-		return fmt.Errorf("module check of %s failed with status %d: %s", ep.Path, status, msg)
+		return fmt.Errorf("module check of %s failed with status %d: %s", ep.Name(), status, msg)
 	}
 }

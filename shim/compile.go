@@ -41,12 +41,14 @@ const (
 func compiledModule(ctx context.Context, opts *Options, ep *oci.Entrypoint) (*cache.Entry, error) {
 	f, err := os.OpenFile(ep.HostPath, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open module %s: %w", ep.Path, err)
+		return nil, fmt.Errorf("open module %s: %w", ep.Name(), err)
 	}
 	defer f.Close()
-	digest, err := sha256Hex(f)
-	if err != nil {
-		return nil, fmt.Errorf("read module %s: %w", ep.Path, err)
+	digest := ep.SHA256
+	if digest == "" {
+		if digest, err = sha256Hex(f); err != nil {
+			return nil, fmt.Errorf("read module %s: %w", ep.Name(), err)
+		}
 	}
 	c, err := openCache(opts)
 	if err != nil {
@@ -170,11 +172,11 @@ func failureClass(kind string) error {
 // was compiled must be what was looked up.
 func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir string, ep *oci.Entrypoint) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("read module %s: %w", ep.Path, err)
+		return fmt.Errorf("read module %s: %w", ep.Name(), err)
 	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return fmt.Errorf("compile %s: %w", ep.Path, err)
+		return fmt.Errorf("compile %s: %w", ep.Name(), err)
 	}
 	defer pr.Close()
 	defer pw.Close()
@@ -221,26 +223,26 @@ func compileInHelper(ctx context.Context, opts *Options, f *os.File, digest, dir
 	switch {
 	case status == 0:
 	case status == runner.ExitCannotRun && msg != "":
-		return moduleFailure("invalid", fmt.Errorf("entrypoint %s: %s", ep.Path, msg))
+		return moduleFailure("invalid", fmt.Errorf("entrypoint %s: %s", ep.Name(), msg))
 	case h.timedOut.Load():
-		return moduleFailure("timeout", fmt.Errorf("compile module %s: took more than %s", ep.Path, helperTimeout))
+		return moduleFailure("timeout", fmt.Errorf("compile module %s: took more than %s", ep.Name(), helperTimeout))
 	case ctx.Err() != nil:
-		return fmt.Errorf("compile module %s: %w", ep.Path, ctx.Err())
+		return fmt.Errorf("compile module %s: %w", ep.Name(), ctx.Err())
 	case group.OOMKilled() && group.PeakMemory() >= limit-limit/16:
-		return moduleFailure("memory", fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit)", ep.Path, limit))
+		return moduleFailure("memory", fmt.Errorf("compile module %s: out of memory: the compile helper's limit is %d bytes (runtime option CompileMemoryLimit)", ep.Name(), limit))
 	case group.OOMKilled():
 		// Under its own limit: the node's compiles together were at
 		// theirs. Not the module's doing alone: not remembered.
-		return fmt.Errorf("compile module %s: out of memory: the node's compiles together reached their limit of %d bytes (runtime option CompileTotalMemoryLimit): %w", ep.Path, total, errdefs.ErrResourceExhausted)
+		return fmt.Errorf("compile module %s: out of memory: the node's compiles together reached their limit of %d bytes (runtime option CompileTotalMemoryLimit): %w", ep.Name(), total, errdefs.ErrResourceExhausted)
 	default:
-		return fmt.Errorf("compile helper for %s failed with status %d: %s", ep.Path, status, msg)
+		return fmt.Errorf("compile helper for %s failed with status %d: %s", ep.Name(), status, msg)
 	}
 	if copyErr != nil {
-		return fmt.Errorf("read module %s: %w", ep.Path, copyErr)
+		return fmt.Errorf("read module %s: %w", ep.Name(), copyErr)
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != digest {
-		return fmt.Errorf("module %s changed while it was compiled", ep.Path)
+		return fmt.Errorf("module %s changed while it was compiled", ep.Name())
 	}
-	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "sha256": digest, "took": time.Since(start)}).Info("compiled")
+	log.G(ctx).WithFields(log.Fields{"module": ep.Name(), "sha256": digest, "took": time.Since(start)}).Info("compiled")
 	return nil
 }

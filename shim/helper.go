@@ -83,7 +83,7 @@ func (h *helper) wait() (int, string, error) {
 // with runner.ExitCannotRun and the reason on stderr. Otherwise nil.
 func refused(ep *oci.Entrypoint, status int, msg string) error {
 	if status == runner.ExitCannotRun && msg != "" {
-		return fmt.Errorf("entrypoint %s: %s: %w", ep.Path, msg, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("entrypoint %s: %s: %w", ep.Name(), msg, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

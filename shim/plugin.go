@@ -22,7 +22,8 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service))
+			address, _ := ic.Properties[plugins.PropertyGRPCAddress]
+			return NewTaskService(ic.Context, pp.(shim.Publisher), ss.(shutdown.Service), address)
 		},
 	})
 }

@@ -31,6 +31,19 @@ type preparedRunner struct {
 	// entry is the module's compiled code, pinned until runc has mounted
 	// it; nil if the cache could not be used.
 	entry *cache.Entry
+	// module, for a module that is in no rootfs (a Wasm layer), is the
+	// module, pinned until runc has mounted it; nil otherwise.
+	module *cache.Pin
+}
+
+// release releases the pins, once runc has mounted them or failed.
+func (p *preparedRunner) release() {
+	if p.entry != nil {
+		p.entry.Release()
+	}
+	if p.module != nil {
+		p.module.Release()
+	}
 }
 
 // prepareBundle finds out what the container's entrypoint is and, for a Wasm
@@ -41,7 +54,11 @@ type preparedRunner struct {
 // cannot run is never compiled. The rootfs is mounted only while that is
 // done: runc's shim mounts it again for the container, and owns its
 // cleanup.
-func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (_ oci.Kind, _ *preparedRunner, retErr error) {
+//
+// An entrypoint that is no file of the rootfs is looked for in the
+// container's image, through images: the module of an image that carries
+// it in a layer of its own (see imageModules).
+func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest, spec *specs.Spec, images *imageModules) (_ oci.Kind, _ *preparedRunner, retErr error) {
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
 		var mounts []mount.Mount
@@ -64,13 +81,29 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 		}()
 	}
 	ep, err := oci.Detect(r.Bundle, spec)
+	var module *cache.Pin
+	if errors.Is(err, oci.ErrNotInRootfs) && images != nil {
+		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec)
+		switch {
+		case errors.Is(lerr, errNoImageModule):
+		case lerr != nil:
+			return 0, nil, fmt.Errorf("entrypoint %q is no file of the container's root, and its image's module cannot run: %w", spec.Process.Args[0], lerr)
+		default:
+			ep, module, err = lep, pin, nil
+			defer func() {
+				if retErr != nil {
+					module.Release()
+				}
+			}()
+		}
+	}
 	if err != nil {
 		if errors.Is(err, oci.ErrBadEntrypoint) {
 			return 0, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 		}
 		return 0, nil, err
 	}
-	log.G(ctx).Debugf("entrypoint %s is %s", ep.Path, ep.Kind)
+	log.G(ctx).Debugf("entrypoint %s is %s", ep.Name(), ep.Kind)
 	if ep.Kind != oci.Wasm {
 		return ep.Kind, nil, nil
 	}
@@ -89,13 +122,13 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := writeRunnerSpec(r.Bundle, spec, cfg, entry); err != nil {
+	if err := writeRunnerSpec(r.Bundle, spec, cfg, entry, module); err != nil {
 		if entry != nil {
 			entry.Release()
 		}
 		return 0, nil, err
 	}
-	return ep.Kind, &preparedRunner{config: cfg, entry: entry}, nil
+	return ep.Kind, &preparedRunner{config: cfg, entry: entry, module: module}, nil
 }
 
 // checkEntry reads the module's sections up to its exports (not its code)
@@ -106,22 +139,22 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 func checkEntry(ctx context.Context, ep *oci.Entrypoint) error {
 	f, err := os.OpenFile(ep.HostPath, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("open module %s: %w", ep.Path, err)
+		return fmt.Errorf("open module %s: %w", ep.Name(), err)
 	}
 	defer f.Close()
 	exports, err := wasmmod.ReadExports(bufio.NewReader(f))
 	var fe *wasmmod.FormatError
 	switch {
 	case errors.Is(err, wasmmod.ErrUnsupported):
-		log.G(ctx).WithError(err).Debugf("entrypoint %s: left to the compile", ep.Path)
+		log.G(ctx).WithError(err).Debugf("entrypoint %s: left to the compile", ep.Name())
 		return nil
 	case errors.As(err, &fe):
-		return fmt.Errorf("entrypoint %s: invalid module: %w: %w", ep.Path, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("entrypoint %s: invalid module: %w: %w", ep.Name(), err, errdefs.ErrInvalidArgument)
 	case err != nil:
-		return fmt.Errorf("read module %s: %w", ep.Path, err)
+		return fmt.Errorf("read module %s: %w", ep.Name(), err)
 	}
 	if err := exports.CheckEntry(ep.Func); err != nil {
-		return fmt.Errorf("entrypoint %s: %w: %w", ep.Path, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("entrypoint %s: %w: %w", ep.Name(), err, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -132,8 +165,10 @@ func checkEntry(ctx context.Context, ep *oci.Entrypoint) error {
 // rootfs untouched. The runner's configuration cfg reaches it as a
 // descriptor, never as a file in the container. The module's compiled
 // code, if entry is not nil, is bind-mounted read-only as the one entry of
-// a wazero cache directory on /dev as well, and cfg says so.
-func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runner.Config, entry *cache.Entry) error {
+// a wazero cache directory on /dev as well, and cfg says so; so is the
+// module, if it is in no rootfs (module is not nil), at
+// runner.ModulePath.
+func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runner.Config, entry *cache.Entry, module *cache.Pin) error {
 	if !hasDevTmpfs(spec) {
 		return fmt.Errorf("runtime spec mounts no tmpfs on /dev, where the Wasm runner is mounted: %w", errdefs.ErrInvalidArgument)
 	}
@@ -151,6 +186,12 @@ func writeRunnerSpec(bundle string, spec *specs.Spec, cfg *runner.Config, entry 
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{
 			Destination: path.Join(runner.CachePath, entry.Name), Type: "bind", Source: entry.Path,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		})
+	}
+	if module != nil {
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: runner.ModulePath, Type: "bind", Source: module.Path,
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		})
 	}
@@ -195,6 +236,7 @@ func toRunner(ep *oci.Entrypoint, p *specs.Process, exec bool) (*runner.Config, 
 	}
 	cfg := &runner.Config{
 		Module: ep.Path,
+		Name:   layerName(ep),
 		Func:   ep.Func,
 		Args:   append([]string{ep.Arg0}, p.Args[1:]...),
 		Env:    env,
@@ -204,6 +246,15 @@ func toRunner(ep *oci.Entrypoint, p *specs.Process, exec bool) (*runner.Config, 
 	p.Args = []string{runner.Path}
 	p.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
 	return cfg, nil
+}
+
+// layerName is how the runner names a module that is an image layer; ""
+// for a file of the root, which it names by its path.
+func layerName(ep *oci.Entrypoint) string {
+	if ep.Layer == "" {
+		return ""
+	}
+	return ep.Name()
 }
 
 // guestEnv is process.env with PWD set to process.cwd.

@@ -14,6 +14,7 @@ import (
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	runctask "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/errdefs"
@@ -41,11 +42,14 @@ type service struct {
 	// with it: a shim that runs native containers alone would leave the
 	// broken install unnoticed until the first Wasm container.
 	unusable error
+	// images finds the modules of images that carry them in a layer.
+	images *imageModules
 }
 
 // NewTaskService returns the task service, publishing events through
-// publisher.
-func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+// publisher. address is containerd's gRPC socket, from which the modules of
+// images that carry them in a layer are read ("": none are).
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service, address string) (taskAPI.TTRPCTaskService, error) {
 	cs := newContainers()
 	inner, err := runctask.NewTaskService(ctx, &statusPublisher{Publisher: publisher, containers: cs}, sd)
 	if err != nil {
@@ -64,7 +68,10 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	if unusable != nil {
 		log.G(ctx).WithError(unusable).Error("every Create will fail")
 	}
-	return &service{TTRPCTaskService: inner, containers: cs, unusable: unusable}, nil
+	ns, _ := namespaces.Namespace(ctx)
+	images := &imageModules{address: address, namespace: ns}
+	sd.RegisterCallback(func(context.Context) error { images.close(); return nil })
+	return &service{TTRPCTaskService: inner, containers: cs, unusable: unusable, images: images}, nil
 }
 
 // RegisterTTRPC registers the service on the shim's ttrpc server, as task
@@ -113,15 +120,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			handOver(s.containers.abandon(r.ID)...)
 		}
 	}()
-	kind, prepared, err := prepareBundle(ctx, opts, r, spec)
+	kind, prepared, err := prepareBundle(ctx, opts, r, spec, s.images)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	preparedAt := time.Now()
 	if kind == oci.Wasm {
-		if prepared.entry != nil {
-			defer prepared.entry.Release() // runc create has mounted it, or failed
-		}
+		defer prepared.release() // runc create has mounted the pins, or failed
 		rf, err := newRunnerFiles(prepared.config, log.G(ctx))
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)

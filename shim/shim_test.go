@@ -160,10 +160,10 @@ func TestWriteRunnerSpec(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return cfg, writeRunnerSpec(bundle, s, cfg, nil)
+		return cfg, writeRunnerSpec(bundle, s, cfg, nil, nil)
 	}
 	bad := spec(specs.Mount{Destination: "/proc", Type: "proc"})
-	if err := writeRunnerSpec(bundle, bad, &runner.Config{}, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
+	if err := writeRunnerSpec(bundle, bad, &runner.Config{}, nil, nil); err == nil || !strings.Contains(err.Error(), "no tmpfs on /dev") || !errdefs.IsInvalidArgument(err) {
 		t.Errorf("spec without /dev tmpfs: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(bundle, oci.SpecFile)); err == nil || bad.Process.Args[0] != "/app.wasm" {

@@ -28,12 +28,20 @@ const (
 	// mounts none, so that the runner can read its memory limit as it
 	// changes (see MemoryMargin). The guest is denied it.
 	CgroupPath = "/dev/.containerd-shim-wasm-cgroup"
+	// ModulePath is where the shim mounts a module that is in no rootfs
+	// (the layer of a Wasm artifact), read-only; Config.Module names it
+	// then. The guest is denied it, as the runner.
+	ModulePath = "/dev/.containerd-shim-wasm-module"
 )
 
 // Config is what the shim tells the runner about the guest it runs.
 type Config struct {
-	// Module is the container path of the module, with symlinks resolved.
+	// Module is the container path of the module, with symlinks resolved,
+	// or ModulePath.
 	Module string `json:"module"`
+	// Name is how messages name the module (for a module at ModulePath:
+	// its image's layer); Module if empty.
+	Name string `json:"name,omitempty"`
 	// Func is the exported function to call, usually "_start".
 	Func string `json:"func"`
 	// Args are the guest's arguments, args[0] included.
@@ -58,6 +66,14 @@ type Config struct {
 	// Trace has the runner write how long each of its phases took to the
 	// guest's stderr once the guest has returned (see Trace).
 	Trace bool `json:"trace,omitempty"`
+}
+
+// name is how messages name the module.
+func (c *Config) name() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.Module
 }
 
 // Encode writes c as JSON.

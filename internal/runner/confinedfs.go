@@ -256,6 +256,12 @@ func (c *ConfinedFS) mapFile(p string) ([]byte, error) {
 	if c.deny.denied(statID(&st)) {
 		return nil, experimentalsys.EACCES
 	}
+	return mapModule(fd, &st)
+}
+
+// mapModule maps the module open on fd, whose status is st, privately and
+// read-only.
+func mapModule(fd int, st *unix.Stat_t) ([]byte, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("not a regular file")
 	}

@@ -178,7 +178,7 @@ func closeInherited(keep *os.File) error {
 // denylist builds the guest's Denylist: the kernel interface file systems
 // of this mount namespace (mounts, from its /proc/self/mountinfo), the
 // runner's own binary, the directory of the compiled code, if any, and the
-// cgroup mount the shim added, if any.
+// cgroup mount and the module the shim added, if any.
 func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
 	deny := NewDenylist(mounts)
 	var st unix.Stat_t
@@ -192,8 +192,10 @@ func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
 		}
 		deny.DenyFile(st.Dev, st.Ino, cache)
 	}
-	if err := unix.Stat(CgroupPath, &st); err == nil {
-		deny.DenyFile(st.Dev, st.Ino, CgroupPath)
+	for _, p := range []string{CgroupPath, ModulePath} {
+		if err := unix.Stat(p, &st); err == nil {
+			deny.DenyFile(st.Dev, st.Ino, p)
+		}
 	}
 	return deny, nil
 }
@@ -236,9 +238,10 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		trace = &Trace{} // timed, not written
 	}
 	phase := trace.phase()
+	name := cfg.name()
 	bin, err := readModule(root, cfg.Module)
 	if err != nil {
-		return fail(ExitCannotRun, "read module %s: %v", cfg.Module, err)
+		return fail(ExitCannotRun, "read module %s: %v", name, err)
 	}
 	phase(&trace.Read)
 	// Every memory's declared minimum, before anything is loaded: wazero
@@ -246,12 +249,12 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 	initial, read := initialMemory(bin)
 	if read {
 		if err := budget.checkInitial(initial); err != nil {
-			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+			return fail(ExitCannotRun, "module %s: %v", name, err)
 		}
 	}
 	if cfg.Cache != "" {
 		if err := budget.checkLoad(uint64(len(bin)), dirSize(cfg.Cache)); err != nil {
-			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+			return fail(ExitCannotRun, "module %s: %v", name, err)
 		}
 	}
 	rt, compiled, cached, err := compile(ctx, cfg, bin, stdio.Stderr)
@@ -259,7 +262,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		defer rt.Close(ctx)
 	}
 	if err != nil {
-		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+		return fail(ExitCannotRun, "module %s: %v", name, err)
 	}
 	phase(&trace.Load)
 	trace.Code = CodeCompiled
@@ -267,11 +270,11 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		trace.Code = cfg.CacheResult
 	}
 	if err := CheckEntry(compiled, cfg.Func); err != nil {
-		return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+		return fail(ExitCannotRun, "module %s: %v", name, err)
 	}
 	if !read {
 		if err := budget.checkInitial(exportedMemory(compiled)); err != nil {
-			return fail(ExitCannotRun, "module %s: %v", cfg.Module, err)
+			return fail(ExitCannotRun, "module %s: %v", name, err)
 		}
 	}
 	fds := newGuestFDs()
@@ -311,7 +314,7 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		if status, msg := ExitStatus(err); msg == "" {
 			return status
 		}
-		return fail(ExitCannotRun, "instantiate module %s: %v", cfg.Module, err)
+		return fail(ExitCannotRun, "instantiate module %s: %v", name, err)
 	}
 	if err := fds.addListeners(cfg.Listen); err != nil {
 		return fail(ExitRunner, "%s: %v", ListenEnv, err)
@@ -347,7 +350,7 @@ func compile(ctx context.Context, cfg *Config, bin []byte, stderr io.Writer) (_ 
 			}
 			rt.Close(ctx)
 		}
-		fmt.Fprintf(stderr, "containerd-shim-wasm: compiled code of %s unusable, compiling it: %v\n", cfg.Module, err)
+		fmt.Fprintf(stderr, "containerd-shim-wasm: compiled code of %s unusable, compiling it: %v\n", cfg.name(), err)
 	}
 	rt, err := newRuntime(ctx, "")
 	if err != nil {
@@ -390,6 +393,9 @@ func valueTypeNames(ts []api.ValueType) string {
 // readModule reads (or maps) a module through the confined file system, so
 // that the runner cannot be made to load what the guest may not see either.
 func readModule(root experimentalsys.FS, p string) ([]byte, error) {
+	if p == ModulePath {
+		return readMountedModule()
+	}
 	if c, ok := root.(*ConfinedFS); ok {
 		return c.mapFile(p)
 	}
@@ -420,6 +426,21 @@ func readModule(root experimentalsys.FS, p string) ([]byte, error) {
 			return nil, fmt.Errorf("module grew past the %d bytes a module may have while it was read", wasmmod.MaxSize)
 		}
 	}
+}
+
+// readMountedModule maps the module the shim mounted at ModulePath (one
+// that is in no rootfs), which the guest is denied.
+func readMountedModule() ([]byte, error) {
+	fd, err := unix.Open(ModulePath, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	return mapModule(fd, &st)
 }
 
 // resolver returns a function that resolves the symlinks of a directory

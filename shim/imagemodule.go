@@ -1,0 +1,309 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	goruntime "runtime"
+	"sync"
+
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
+	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cache"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/wasmmod"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci/image"
+)
+
+// Docker's media types of a manifest and a manifest list.
+const (
+	dockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	// maxManifest bounds what is read of a manifest, an index or a config.
+	maxManifest = 4 << 20
+)
+
+// errNoImageModule says that a container's image has no module in a layer
+// of its own: its entrypoint, if any, is a file of its rootfs.
+var errNoImageModule = errors.New("the container's image has no Wasm layer")
+
+// imageModules finds the module of a container whose image carries it in
+// a layer of its own (an OCI Wasm artifact, or runwasi's layout; see
+// image.ModuleLayer) rather than in its rootfs. It reads the container's
+// record, its image and the image's blobs from containerd's gRPC API (the
+// shim is given containerd's address), and keeps the module in the node's
+// module store (cache.Cache.Module).
+type imageModules struct {
+	// address is containerd's gRPC socket.
+	address string
+	// namespace is the shim's, for a request that carries none.
+	namespace string
+
+	once sync.Once
+	conn *grpc.ClientConn
+	err  error
+}
+
+func (m *imageModules) client() (*grpc.ClientConn, error) {
+	m.once.Do(func() {
+		if m.address == "" {
+			m.err = errors.New("the shim was not given containerd's address")
+			return
+		}
+		m.conn, m.err = grpc.NewClient("unix://"+m.address,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	})
+	return m.conn, m.err
+}
+
+// close closes the connection, if one was made.
+func (m *imageModules) close() {
+	if m.conn != nil {
+		m.conn.Close()
+	}
+}
+
+// entrypoint returns the entrypoint of container id when its image holds
+// the module in a layer: the module, fetched from containerd's content
+// store into the module store and verified against the layer's digest,
+// pinned for the container and mounted at runner.ModulePath;
+// process.args[0] (with an optional "#func") is only the guest's
+// argv[0]. It returns errNoImageModule if the container has no image, or
+// its image no Wasm layer.
+func (m *imageModules) entrypoint(ctx context.Context, opts *Options, id string, spec *specs.Spec) (*oci.Entrypoint, *cache.Pin, error) {
+	conn, err := m.client()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the container's image: %w", err)
+	}
+	if _, ok := namespaces.Namespace(ctx); !ok && m.namespace != "" {
+		ctx = namespaces.WithNamespace(ctx, m.namespace)
+	}
+	cr, err := containersapi.NewContainersClient(conn).Get(ctx, &containersapi.GetContainerRequest{ID: id})
+	if err != nil {
+		return nil, nil, fmt.Errorf("get container %s from containerd: %w", id, errgrpc.ToNative(err))
+	}
+	name := cr.GetContainer().GetImage()
+	if name == "" {
+		return nil, nil, errNoImageModule
+	}
+	ir, err := imagesapi.NewImagesClient(conn).Get(ctx, &imagesapi.GetImageRequest{Name: name})
+	if err != nil {
+		return nil, nil, fmt.Errorf("get image %s: %w", name, errgrpc.ToNative(err))
+	}
+	target := ir.GetImage().GetTarget()
+	if target == nil {
+		return nil, nil, fmt.Errorf("image %s has no target", name)
+	}
+	cs := contentapi.NewContentClient(conn)
+	layer, err := moduleLayer(ctx, cs, ocispec.Descriptor{MediaType: target.MediaType, Digest: digest.Digest(target.Digest), Size: target.Size})
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	c, err := openCache(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: the module store is unusable: %w", name, err)
+	}
+	fetch := func(ctx context.Context, w io.Writer) error {
+		return readBlob(ctx, cs, layer.Digest, layer.Size, w)
+	}
+	warn := func(err error) { log.G(ctx).WithError(err).Warn("compile cache") }
+	pin, err := c.Module(ctx, layer.Digest.Encoded(), layer.Size, fetch, warn)
+	switch {
+	case errors.Is(err, cache.ErrDigestMismatch):
+		return nil, nil, fmt.Errorf("image %s: Wasm layer %s in containerd's content store: %w: %w", name, layer.Digest, err, errdefs.ErrDataLoss)
+	case err != nil:
+		return nil, nil, fmt.Errorf("image %s: Wasm layer %s: %w", name, layer.Digest, err)
+	}
+	ep, err := layerEntrypoint(spec, pin.Path, layer)
+	if err != nil {
+		pin.Release()
+		return nil, nil, fmt.Errorf("image %s: Wasm layer %s: %w", name, layer.Digest, err)
+	}
+	log.G(ctx).WithFields(log.Fields{"image": name, "layer": layer.Digest, "stored": !pin.Hit}).Debug("module from the image's Wasm layer")
+	return ep, pin, nil
+}
+
+// layerEntrypoint is the entrypoint of a module stored at host, from
+// layer, for spec's process.
+func layerEntrypoint(spec *specs.Spec, host string, layer ocispec.Descriptor) (*oci.Entrypoint, error) {
+	arg0, fn := oci.SplitFunc(spec.Process.Args[0])
+	if fn == "" {
+		fn = oci.DefaultStartFunc
+	}
+	f, err := os.Open(host)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head := make([]byte, wasmmod.HeaderSize)
+	n, _ := io.ReadFull(f, head)
+	if v, ok := wasmmod.IsComponent(head[:n]); ok {
+		return nil, fmt.Errorf("a WebAssembly component (component binary version %d): %w: %w", v, wasmmod.ErrComponent, errdefs.ErrInvalidArgument)
+	}
+	if n < 4 || string(head[:4]) != "\x00asm" {
+		return nil, fmt.Errorf("not a WebAssembly module (it starts with %q): %w", head[:min(n, 4)], errdefs.ErrInvalidArgument)
+	}
+	return &oci.Entrypoint{
+		Arg0:     arg0,
+		Path:     runner.ModulePath,
+		HostPath: host,
+		Func:     fn,
+		Kind:     oci.Wasm,
+		Size:     layer.Size,
+		SHA256:   layer.Digest.Encoded(),
+		Layer:    layer.Digest.String(),
+	}, nil
+}
+
+// moduleLayer finds the module's layer from an image's target: a manifest,
+// or an index, whose Wasm platforms are tried first, then the others, of
+// those whose manifests are in the content store.
+func moduleLayer(ctx context.Context, cs contentapi.ContentClient, target ocispec.Descriptor) (ocispec.Descriptor, error) {
+	switch target.MediaType {
+	case ocispec.MediaTypeImageManifest, dockerManifest:
+		return manifestModule(ctx, cs, target)
+	case ocispec.MediaTypeImageIndex, dockerManifestList:
+	default:
+		return ocispec.Descriptor{}, fmt.Errorf("target %s of media type %q: %w", target.Digest, target.MediaType, errNoImageModule)
+	}
+	b, err := readSmallBlob(ctx, cs, target)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("index %s: %w", target.Digest, err)
+	}
+	var first, rest []ocispec.Descriptor
+	for _, d := range idx.Manifests {
+		switch {
+		case image.WasmPlatform(d.Platform):
+			first = append(first, d)
+		case d.Platform == nil || d.Platform.Architecture == goruntime.GOARCH:
+			rest = append(rest, d)
+		}
+	}
+	for _, d := range append(first, rest...) {
+		if d.MediaType != ocispec.MediaTypeImageManifest && d.MediaType != dockerManifest {
+			continue
+		}
+		l, err := manifestModule(ctx, cs, d)
+		if errors.Is(err, errNoImageModule) || errors.Is(err, errdefs.ErrNotFound) {
+			continue // not Wasm, or a platform that was not pulled
+		}
+		return l, err
+	}
+	return ocispec.Descriptor{}, errNoImageModule
+}
+
+// manifestModule reads a manifest and its config and finds the module's
+// layer (image.ModuleLayer).
+func manifestModule(ctx context.Context, cs contentapi.ContentClient, d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	b, err := readSmallBlob(ctx, cs, d)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w", d.Digest, err)
+	}
+	hasWasm := m.Config.MediaType == image.MediaTypeWasmConfig
+	for _, l := range m.Layers {
+		hasWasm = hasWasm || image.IsWasmLayer(l.MediaType)
+	}
+	if !hasWasm {
+		return ocispec.Descriptor{}, errNoImageModule // no need for its config
+	}
+	config, err := readSmallBlob(ctx, cs, m.Config)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	l, err := image.ModuleLayer(m, config)
+	switch {
+	case errors.Is(err, image.ErrNotWasm):
+		return ocispec.Descriptor{}, errNoImageModule
+	case errors.Is(err, wasmmod.ErrComponent):
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w: %w", d.Digest, err, errdefs.ErrInvalidArgument)
+	case err != nil:
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w: %w", d.Digest, err, errdefs.ErrInvalidArgument)
+	}
+	return l, nil
+}
+
+// readSmallBlob reads a manifest, index or config and checks it against
+// its descriptor.
+func readSmallBlob(ctx context.Context, cs contentapi.ContentClient, d ocispec.Descriptor) ([]byte, error) {
+	if err := d.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("blob digest %q: %w", d.Digest, err)
+	}
+	if d.Size < 0 || d.Size > maxManifest {
+		return nil, fmt.Errorf("blob %s is %d bytes, more than the %d read of a manifest or config", d.Digest, d.Size, maxManifest)
+	}
+	var buf bytesWriter
+	if err := readBlob(ctx, cs, d.Digest, d.Size, &buf); err != nil {
+		return nil, err
+	}
+	if got := digest.FromBytes(buf); got != d.Digest {
+		return nil, fmt.Errorf("blob %s in containerd's content store has digest %s: %w", d.Digest, got, errdefs.ErrDataLoss)
+	}
+	return buf, nil
+}
+
+// bytesWriter is a []byte an io.Writer appends to.
+type bytesWriter []byte
+
+func (b *bytesWriter) Write(p []byte) (int, error) {
+	*b = append(*b, p...)
+	return len(p), nil
+}
+
+// readBlob copies a blob of the content store to w, in order, failing if
+// it is not size bytes.
+func readBlob(ctx context.Context, cs contentapi.ContentClient, dgst digest.Digest, size int64, w io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cs.Read(ctx, &contentapi.ReadContentRequest{Digest: dgst.String()})
+	if err != nil {
+		return fmt.Errorf("read %s from containerd's content store: %w", dgst, errgrpc.ToNative(err))
+	}
+	var off int64
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s from containerd's content store: %w", dgst, errgrpc.ToNative(err))
+		}
+		if resp.Offset != off {
+			return fmt.Errorf("read %s from containerd's content store: data at offset %d, want %d", dgst, resp.Offset, off)
+		}
+		if off+int64(len(resp.Data)) > size {
+			return fmt.Errorf("blob %s in containerd's content store is larger than its %d bytes: %w", dgst, size, errdefs.ErrDataLoss)
+		}
+		if _, err := w.Write(resp.Data); err != nil {
+			return err
+		}
+		off += int64(len(resp.Data))
+	}
+	if off != size {
+		return fmt.Errorf("blob %s in containerd's content store is %d bytes, not %d: %w", dgst, off, size, errdefs.ErrDataLoss)
+	}
+	return nil
+}
