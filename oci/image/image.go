@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	goruntime "runtime"
 	"sort"
 	"strings"
@@ -66,14 +68,11 @@ func newBlob(mediaType string, data []byte) blob {
 
 // WriteTar writes the image as an OCI image layout tarball.
 func (img *Image) WriteTar(w io.Writer) error {
-	if img.Name == "" {
-		return fmt.Errorf("image has no name")
-	}
-	blobs, mdesc, err := img.manifest()
+	l, err := NewLayout(img.Name, img)
 	if err != nil {
 		return err
 	}
-	return writeLayout(w, img.Name, mdesc, blobs)
+	return l.WriteTar(w)
 }
 
 // Part is one platform's image in an image index: an *Image or an
@@ -89,34 +88,11 @@ type Part interface {
 // per platform, which containerd imports as one image and runs on the
 // platform it matches.
 func WriteIndexTar(w io.Writer, name string, imgs []Part) error {
-	if name == "" {
-		return fmt.Errorf("image has no name")
-	}
-	if len(imgs) == 0 {
-		return fmt.Errorf("image %s has no platform", name)
-	}
-	var all []blob
-	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
-	seen := map[string]bool{}
-	for _, img := range imgs {
-		blobs, mdesc, err := img.manifest()
-		if err != nil {
-			return err
-		}
-		p := mdesc.Platform.OS + "/" + mdesc.Platform.Architecture
-		if seen[p] {
-			return fmt.Errorf("image %s: two images for %s", name, p)
-		}
-		seen[p] = true
-		all = append(all, blobs...)
-		idx.Manifests = append(idx.Manifests, mdesc)
-	}
-	indexJSON, err := json.Marshal(idx)
+	l, err := NewIndexLayout(name, imgs)
 	if err != nil {
-		return fmt.Errorf("encode image index: %w", err)
+		return err
 	}
-	index := newBlob(ocispec.MediaTypeImageIndex, indexJSON)
-	return writeLayout(w, name, index.desc, append(all, index))
+	return l.WriteTar(w)
 }
 
 // manifest returns the blobs of the image (config, layer, manifest) and
@@ -171,6 +147,24 @@ func (img *Image) manifest() ([]blob, ocispec.Descriptor, error) {
 // writeLayout writes an OCI image layout tarball whose index.json names
 // top (a manifest or an image index) name, and holds blobs.
 func writeLayout(w io.Writer, name string, top ocispec.Descriptor, blobs []blob) error {
+	tw := tar.NewWriter(w)
+	add := func(name string, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	if err := layoutFiles(name, top, blobs, add); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// layoutFiles hands add the files of an OCI image layout whose index.json
+// names top name, and that holds blobs, in order: oci-layout, index.json,
+// the blobs.
+func layoutFiles(name string, top ocispec.Descriptor, blobs []blob, add func(name string, data []byte) error) error {
 	top.Annotations = map[string]string{
 		"io.containerd.image.name": name,
 		ocispec.AnnotationRefName:  refName(name),
@@ -183,14 +177,6 @@ func writeLayout(w io.Writer, name string, top ocispec.Descriptor, blobs []blob)
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
 	}
-	tw := tar.NewWriter(w)
-	add := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
-		return err
-	}
 	if err := add(ocispec.ImageLayoutFile, []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 		return fmt.Errorf("write image layout: %w", err)
 	}
@@ -202,7 +188,78 @@ func writeLayout(w io.Writer, name string, top ocispec.Descriptor, blobs []blob)
 			return fmt.Errorf("write blob: %w", err)
 		}
 	}
-	return tw.Close()
+	return nil
+}
+
+// Layout is a packed image (an *Image, an *Artifact, or an index of
+// several) ready to be written as an OCI image layout.
+type Layout struct {
+	name  string
+	top   ocispec.Descriptor
+	blobs []blob
+}
+
+// NewLayout packs part as the image name.
+func NewLayout(name string, part Part) (*Layout, error) {
+	if name == "" {
+		return nil, fmt.Errorf("image has no name")
+	}
+	blobs, top, err := part.manifest()
+	if err != nil {
+		return nil, err
+	}
+	return &Layout{name: name, top: top, blobs: blobs}, nil
+}
+
+// NewIndexLayout packs parts as one image name of several platforms: an
+// image index listing a manifest per platform.
+func NewIndexLayout(name string, parts []Part) (*Layout, error) {
+	if name == "" {
+		return nil, fmt.Errorf("image has no name")
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("image %s has no platform", name)
+	}
+	var all []blob
+	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
+	seen := map[string]bool{}
+	for _, part := range parts {
+		blobs, mdesc, err := part.manifest()
+		if err != nil {
+			return nil, err
+		}
+		p := mdesc.Platform.OS + "/" + mdesc.Platform.Architecture
+		if seen[p] {
+			return nil, fmt.Errorf("image %s: two images for %s", name, p)
+		}
+		seen[p] = true
+		all = append(all, blobs...)
+		idx.Manifests = append(idx.Manifests, mdesc)
+	}
+	indexJSON, err := json.Marshal(idx)
+	if err != nil {
+		return nil, fmt.Errorf("encode image index: %w", err)
+	}
+	index := newBlob(ocispec.MediaTypeImageIndex, indexJSON)
+	return &Layout{name: name, top: index.desc, blobs: append(all, index)}, nil
+}
+
+// Top is the descriptor of the layout's image: a manifest, or an image
+// index.
+func (l *Layout) Top() ocispec.Descriptor { return l.top }
+
+// WriteTar writes the layout as a tarball, for `ctr images import`.
+func (l *Layout) WriteTar(w io.Writer) error { return writeLayout(w, l.name, l.top, l.blobs) }
+
+// WriteDir writes the layout into dir, an OCI image layout directory.
+func (l *Layout) WriteDir(dir string) error {
+	return layoutFiles(l.name, l.top, l.blobs, func(name string, data []byte) error {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(p, data, 0o644)
+	})
 }
 
 // refName is the tag of a reference, "latest" if it has none.

@@ -120,18 +120,17 @@ type Artifact struct {
 	// WasmConfig.Config).
 	Entrypoint, Cmd, Env []string
 	WorkingDir           string
+	// OS is the platform's OS: wasip1 if empty, or wasi.
+	OS string
 }
 
 // WriteTar writes the artifact as an OCI image layout tarball.
 func (a *Artifact) WriteTar(w io.Writer) error {
-	if a.Name == "" {
-		return fmt.Errorf("image has no name")
-	}
-	blobs, mdesc, err := a.manifest()
+	l, err := NewLayout(a.Name, a)
 	if err != nil {
 		return err
 	}
-	return writeLayout(w, a.Name, mdesc, blobs)
+	return l.WriteTar(w)
 }
 
 func (a *Artifact) manifest() ([]blob, ocispec.Descriptor, error) {
@@ -142,9 +141,13 @@ func (a *Artifact) manifest() ([]blob, ocispec.Descriptor, error) {
 		return nil, ocispec.Descriptor{}, fmt.Errorf("module: %w", err)
 	}
 	layer := newBlob(MediaTypeWasmLayer, a.Module)
+	osName := a.OS
+	if osName == "" {
+		osName = "wasip1"
+	}
 	cfg := WasmConfig{
 		Architecture: "wasm",
-		OS:           "wasip1",
+		OS:           osName,
 		LayerDigests: []digest.Digest{layer.desc.Digest},
 	}
 	if len(a.Entrypoint)+len(a.Cmd)+len(a.Env) > 0 || a.WorkingDir != "" {
