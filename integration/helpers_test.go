@@ -666,6 +666,7 @@ var matrixTests = []string{
 	"TestContainerdRestart", // containerd restarted under running containers
 	"TestCRIPod",            // a pod mixing Wasm and native containers, one shim, stop and remove
 	"TestCRIOperate",        // CRI exec, stats and update
+	"TestWasmImagesCRI",     // Wasm artifacts and layers pulled from a registry through CRI
 	"TestInstaller",         // the installer against that release's config
 }
 
@@ -1076,6 +1077,7 @@ type criEnv struct {
 	dir     string
 	address string
 	rt      cri.RuntimeServiceClient
+	images  cri.ImageServiceClient
 }
 
 func startCRI(t *testing.T) *criEnv {
@@ -1191,6 +1193,7 @@ func startCRIWith(t *testing.T, install criNode) *criEnv {
 	}
 	t.Cleanup(func() { conn.Close() })
 	c.rt = cri.NewRuntimeServiceClient(conn)
+	c.images = cri.NewImageServiceClient(conn)
 	return c
 }
 

@@ -120,11 +120,13 @@ func (m *imageModules) entrypoint(ctx context.Context, opts *Options, id string,
 		return nil, nil, fmt.Errorf("image %s: the module store is unusable: %w", name, err)
 	}
 	fetch := func(ctx context.Context, w io.Writer) error {
-		return readBlob(ctx, cs, layer.Digest, layer.Size, w)
+		return readBlob(ctx, cs, layer.Digest, layer.Size, &moduleHeaderCheck{w: w})
 	}
 	warn := func(err error) { log.G(ctx).WithError(err).Warn("compile cache") }
 	pin, err := c.Module(ctx, layer.Digest.Encoded(), layer.Size, fetch, warn)
 	switch {
+	case errors.Is(err, wasmmod.ErrComponent):
+		return nil, nil, fmt.Errorf("image %s: Wasm layer %s: %w: %w", name, layer.Digest, err, errdefs.ErrInvalidArgument)
 	case errors.Is(err, cache.ErrDigestMismatch):
 		return nil, nil, fmt.Errorf("image %s: Wasm layer %s in containerd's content store: %w: %w", name, layer.Digest, err, errdefs.ErrDataLoss)
 	case err != nil:
@@ -306,4 +308,21 @@ func readBlob(ctx context.Context, cs contentapi.ContentClient, dgst digest.Dige
 		return fmt.Errorf("blob %s in containerd's content store is %d bytes, not %d: %w", dgst, off, size, errdefs.ErrDataLoss)
 	}
 	return nil
+}
+
+// moduleHeaderCheck passes a module on to w, failing as soon as its
+// preamble shows a component: what cannot run is not stored.
+type moduleHeaderCheck struct {
+	w    io.Writer
+	head []byte
+}
+
+func (c *moduleHeaderCheck) Write(p []byte) (int, error) {
+	if len(c.head) < wasmmod.HeaderSize {
+		c.head = append(c.head, p[:min(len(p), wasmmod.HeaderSize-len(c.head))]...)
+		if v, ok := wasmmod.IsComponent(c.head); ok {
+			return 0, fmt.Errorf("a WebAssembly component (component binary version %d): %w", v, wasmmod.ErrComponent)
+		}
+	}
+	return c.w.Write(p)
 }

@@ -87,7 +87,7 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 		switch {
 		case errors.Is(lerr, errNoImageModule):
 		case lerr != nil:
-			return 0, nil, fmt.Errorf("entrypoint %q is no file of the container's root, and its image's module cannot run: %w", spec.Process.Args[0], lerr)
+			return 0, nil, fmt.Errorf("entrypoint %q is no file of the container's root, and the module in its image's layer cannot run: %w", spec.Process.Args[0], lerr)
 		default:
 			ep, module, err = lep, pin, nil
 			defer func() {
