@@ -278,6 +278,17 @@ func (e *env) ctrIn(stdin *strings.Reader, args ...string) (string, string, erro
 	return stdout.String(), filterWarnings(stderr.String()), err
 }
 
+// ctrAt runs ctr against the containerd at address.
+func (e *env) ctrAt(address string, args ...string) (string, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, e.ctrBin, append([]string{"--address", address}, args...)...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), filterWarnings(stderr.String()), err
+}
+
 // filterWarnings drops containerd's cgroup v1 deprecation notice.
 func filterWarnings(s string) string {
 	var out []string
@@ -667,6 +678,7 @@ var matrixTests = []string{
 	"TestCRIPod",            // a pod mixing Wasm and native containers, one shim, stop and remove
 	"TestCRIOperate",        // CRI exec, stats and update
 	"TestWasmImagesCRI",     // Wasm artifacts and layers pulled from a registry through CRI
+	"TestAgent",             // the node agent compiling pulled images through that release
 	"TestInstaller",         // the installer against that release's config
 }
 

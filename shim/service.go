@@ -88,7 +88,7 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	ctx = s.containers.logCtx(ctx, r.ID, "")
 	defer func() {
-		if retErr != nil {
+		if retErr != nil && !errdefs.IsAborted(errgrpc.ToNative(retErr)) {
 			log.G(ctx).WithError(retErr).Error("create failed")
 		}
 	}()
@@ -124,6 +124,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	if spec.Annotations[CompileOnlyAnnotation] == "true" {
+		return nil, errgrpc.ToGRPC(compiledOnly(ctx, kind, prepared))
+	}
 	preparedAt := time.Now()
 	if kind == oci.Wasm {
 		defer prepared.release() // runc create has mounted the pins, or failed
@@ -150,6 +153,32 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	log.G(ctx).WithFields(fields).Debug("created")
 	return resp, nil
+}
+
+// CompileOnlyAnnotation, set to "true" on a container, has Create do only
+// what comes before runc: find the entrypoint and, for a Wasm module,
+// check it and have it compiled into the node's cache. Create then fails
+// with errdefs.ErrAborted and a message beginning "compile only:" that
+// says what was done; nothing is left of the container. The node agent
+// (containerd-shim-wasm-install agent) compiles pulled images this way.
+const CompileOnlyAnnotation = "containerd-shim-wasm.io/compile-only"
+
+// compiledOnly releases what prepareBundle pinned for a compile-only
+// Create and returns its error.
+func compiledOnly(ctx context.Context, kind oci.Kind, prepared *preparedRunner) error {
+	if kind != oci.Wasm {
+		return fmt.Errorf("compile only: the entrypoint is %s, nothing to compile: %w", kind, errdefs.ErrAborted)
+	}
+	defer prepared.release()
+	how := "compiled now"
+	switch {
+	case prepared.entry == nil:
+		return fmt.Errorf("compile only: the module is valid, but the compile cache is unusable: %w", errdefs.ErrAborted)
+	case prepared.entry.Hit:
+		how = "already compiled"
+	}
+	log.G(ctx).WithField("module", prepared.config.Module).Debug("compile only: " + how)
+	return fmt.Errorf("compile only: module %s (sha256 %s): %w", how, prepared.entry.Module, errdefs.ErrAborted)
 }
 
 // Start implements the task service.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/agent"
 )
 
 // command is the installer's command line.
@@ -19,12 +21,16 @@ type command struct {
 	node, saDir              string
 	restart, wait, stay      bool
 	timeout                  time.Duration
+	// The node agent's (the agent command, or install --agent).
+	agent, existing bool
+	namespace       string
+	workers         int
 }
 
 // parseCommand parses the installer's arguments (after the binary's name).
 func parseCommand(args []string, stderr io.Writer) (*command, error) {
-	if len(args) == 0 || args[0] != "install" && args[0] != "uninstall" {
-		return nil, fmt.Errorf("usage: %s install|uninstall [--host-root DIR] [--shim PATH] [--restart] [--wait] [--label-node NODE] [--stay]", Installer)
+	if len(args) == 0 || args[0] != "install" && args[0] != "uninstall" && args[0] != "agent" {
+		return nil, fmt.Errorf("usage: %s install|uninstall [--host-root DIR] [--shim PATH] [--restart] [--wait] [--label-node NODE] [--stay|--agent]\n       %s agent [--host-root DIR] [--containerd-socket PATH] [--namespace NS] [--workers N]", Installer, Installer)
 	}
 	c := &command{name: args[0]}
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
@@ -39,6 +45,10 @@ func parseCommand(args []string, stderr io.Writer) (*command, error) {
 	fs.DurationVar(&c.timeout, "wait-timeout", 2*time.Minute, "how long --wait waits")
 	fs.StringVar(&c.node, "label-node", "", "label this node "+NodeLabel+"="+NodeLabelValue+" once installed (and served, with --wait), or take the label off before uninstalling, through the API server as the pod's service account")
 	fs.StringVar(&c.saDir, "service-account-dir", "/var/run/secrets/kubernetes.io/serviceaccount", "the pod's service account token and CA, for --label-node")
+	fs.BoolVar(&c.agent, "agent", false, "install: once done, run the node agent (as the agent command does) until terminated")
+	fs.StringVar(&c.namespace, "namespace", "k8s.io", "agent: the containerd namespace whose pulled images are compiled")
+	fs.IntVar(&c.workers, "workers", 1, "agent: images prepared at once")
+	fs.BoolVar(&c.existing, "existing", true, "agent: compile the images already pulled too, at start")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -64,6 +74,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
 		return 1
+	}
+	sock := c.socket
+	if sock == "" {
+		sock = filepath.Join(c.root, "run", "containerd", "containerd.sock")
+	}
+	if cmd == "agent" {
+		if err := runAgent(c, sock, stdout); err != nil {
+			return fail(err)
+		}
+		return 0
 	}
 	var api *APIServer
 	if c.node != "" {
@@ -116,10 +136,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	if !changed {
 		fmt.Fprintln(stdout, "already installed: nothing changed")
 	}
-	sock := c.socket
-	if sock == "" {
-		sock = filepath.Join(c.root, "run", "containerd", "containerd.sock")
-	}
 	served := func(d time.Duration) error {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
@@ -146,10 +162,46 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "labelled node %s %s=%s\n", c.node, NodeLabel, NodeLabelValue)
 	}
-	if c.stay {
+	switch {
+	case c.agent:
+		if err := runAgent(c, sock, stdout); err != nil {
+			return fail(err)
+		}
+	case c.stay:
 		stayUntilTerminated()
 	}
 	return 0
+}
+
+// runAgent runs the node agent on containerd at sock until SIGTERM or
+// SIGINT: it waits until containerd's CRI serves the handler, then
+// compiles the modules of the images pulled into the namespace.
+func runAgent(c *command, sock string, out io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logf := func(format string, a ...any) {
+		fmt.Fprintf(out, "%s agent: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, a...))
+	}
+	var h agent.Handler
+	for {
+		var err error
+		if h, err = agent.HandlerFromCRI(ctx, sock, Handler); err == nil {
+			break
+		}
+		logf("waiting for containerd's CRI to serve %q: %v", Handler, err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(5 * time.Second):
+		}
+	}
+	a, err := agent.New(agent.Config{Socket: sock, Namespace: c.namespace, Handler: h, Workers: c.workers, Existing: c.existing, Logf: logf})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	logf("compiling the Wasm modules of images pulled into namespace %s, for runtime handler %q", c.namespace, Handler)
+	return a.Run(ctx)
 }
 
 // stayUntilTerminated blocks until SIGTERM or SIGINT.

@@ -135,8 +135,13 @@ func TestInstallerManifests(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: the installer refuses its command %q: %v", ds.Name, ctr.Command, err)
 		}
-		if c.name != want[ds.Name] || !c.restart || !c.stay || c.node != "$(NODE_NAME)" {
-			t.Errorf("%s: %+v, want %s --restart --label-node=$(NODE_NAME) --stay", ds.Name, c, want[ds.Name])
+		// The installer stays as the node agent; the uninstaller stays.
+		stays := c.stay
+		if ds.Name == "installer" {
+			stays = c.agent
+		}
+		if c.name != want[ds.Name] || !c.restart || !stays || c.node != "$(NODE_NAME)" {
+			t.Errorf("%s: %+v, want %s --restart --label-node=$(NODE_NAME) and --agent (installer) or --stay (uninstaller)", ds.Name, c, want[ds.Name])
 		}
 		var nodeName bool
 		for _, e := range ctr.Env {
