@@ -38,7 +38,7 @@ import (
 // BENCH_RUNS (default 20) is the number of timed runs of each latency
 // workload; BENCH_TASKS (default 500) the tasks of each throughput run.
 //
-// BENCH_ONLY (latency, breakdown, cpu, memory, throughput, server or programs) runs one part, for
+// BENCH_ONLY (latency, breakdown, cpu, memory, throughput, server, programs or pull) runs one part, for
 // profiling; the report then covers that part only and is not written.
 func TestBench(t *testing.T) {
 	b := newBench(t)
@@ -46,7 +46,7 @@ func TestBench(t *testing.T) {
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T)
-	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}, {"programs", b.programs}} {
+	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}, {"programs", b.programs}, {"pull", b.pulls}} {
 		if only == "" || only == part.name {
 			part.run(t)
 		}
@@ -90,6 +90,7 @@ type bench struct {
 	mem        []memRow
 	tput       []tputRow
 	server     []serverRow
+	pull       pullResult
 	// the programs part: Yosys's compiled code and compile peak
 	compiledSize, compilePeak int64
 	notes                     []string
@@ -644,11 +645,12 @@ func (b *bench) printPart(t *testing.T, part string) {
 		for _, r := range b.tput {
 			t.Logf("%-12s p=%-3d %.2f tasks/s", r.key, r.parallel, r.perSec)
 		}
-	case "server", "programs":
+	case "server", "programs", "pull":
 		var out []string
 		add := func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) }
 		b.serverReport(add)
 		b.programsReport(add)
+		b.pullReport(add)
 		out = append(out, b.targets...)
 		fmt.Println(strings.Join(out, "\n"))
 	}
@@ -745,6 +747,7 @@ func (b *bench) report(t *testing.T) {
 	add("")
 	b.serverReport(add)
 	b.programsReport(add)
+	b.pullReport(add)
 	add("### Targets")
 	add("")
 	med := func(k string) time.Duration { return median(b.times[k]) }
