@@ -679,6 +679,7 @@ var matrixTests = []string{
 	"TestCRIOperate",        // CRI exec, stats and update
 	"TestWasmImagesCRI",     // Wasm artifacts and layers pulled from a registry through CRI
 	"TestAgent",             // the node agent compiling pulled images through that release
+	"TestWasmVariantCRI",    // one image name: native under runc, Wasm under wasm
 	"TestInstaller",         // the installer against that release's config
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -285,5 +286,44 @@ func TestWasmLayerCtr(t *testing.T) {
 			t.Errorf("ctr run %v: %+v", tt.args, r)
 		}
 		assertClean(t, id)
+	}
+}
+
+// TestWasmVariantCRI: one image name, an index of a native linux entry and
+// a Wasm artifact entry, pulled with every platform (as
+// `ctr -n k8s.io images pull --all-platforms` does on a node): a pod on
+// runc runs the native program, a pod on wasm the module.
+func TestWasmVariantCRI(t *testing.T) {
+	host := startRegistry(t)
+	c := startCRI(t)
+	probe, err := os.ReadFile(filepath.Join(e.fixtures, "probe.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := host + "/wasm/variants:v1"
+	wasmImage(t, "-push", "-insecure", "-name", ref, "-format", "artifact", "-wasm", writeTemp(t, withCustomSection(probe, "variant")),
+		"-native", "linux/"+goruntime.GOARCH+"="+filepath.Join(e.fixtures, "native"), "echo", "variant")
+	if _, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "images", "pull", "--plain-http", "--all-platforms", ref); err != nil {
+		t.Fatalf("pull --all-platforms: %v: %s", err, stderr)
+	}
+	for _, tt := range []struct{ handler, want string }{
+		{"runc", `native hello, args ["echo" "variant"]`},
+		{"wasm", "[variant]"},
+	} {
+		podID, podCfg := c.pod(t, "variant-"+tt.handler, tt.handler)
+		code, out := c.runToEnd(t, podID, podCfg, "variant", ref)
+		if code != 0 || !slices.Equal(out, []string{tt.want}) {
+			t.Errorf("pod on %s: exit %d, stdout %q, want %q", tt.handler, code, out, tt.want)
+		}
+	}
+	// Pulled as kubelet does, for the node's platform only, the index has
+	// no Wasm entry in the store: the wasm handler runs the native entry.
+	other := host + "/wasm/variants:host-only"
+	wasmImage(t, "-push", "-insecure", "-name", other, "-format", "artifact", "-wasm", writeTemp(t, withCustomSection(probe, "variant-host")),
+		"-native", "linux/"+goruntime.GOARCH+"="+filepath.Join(e.fixtures, "native"), "echo", "host")
+	c.pull(t, other)
+	podID, podCfg := c.pod(t, "variant-host-only", "wasm")
+	if code, out := c.runToEnd(t, podID, podCfg, "host-only", other); code != 0 || !slices.Equal(out, []string{`native hello, args ["echo" "host"]`}) {
+		t.Errorf("host-only pull on wasm: exit %d, stdout %q", code, out)
 	}
 }

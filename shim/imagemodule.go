@@ -57,6 +57,24 @@ type imageModules struct {
 	once sync.Once
 	conn *grpc.ClientConn
 	err  error
+
+	mu sync.Mutex
+	// without are the image targets known to have no Wasm variant.
+	without map[string]bool
+}
+
+// noVariant reports whether target is known to have no Wasm variant; with
+// set, it records that it has none.
+func (m *imageModules) noVariant(target string, set bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if set {
+		if m.without == nil || len(m.without) >= 1024 {
+			m.without = map[string]bool{}
+		}
+		m.without[target] = true
+	}
+	return m.without[target]
 }
 
 func (m *imageModules) client() (*grpc.ClientConn, error) {
@@ -86,7 +104,14 @@ func (m *imageModules) close() {
 // process.args[0] (with an optional "#func") is only the guest's
 // argv[0]. It returns errNoImageModule if the container has no image, or
 // its image no Wasm layer.
-func (m *imageModules) entrypoint(ctx context.Context, opts *Options, id string, spec *specs.Spec) (*oci.Entrypoint, *cache.Pin, error) {
+//
+// With variantsOnly, only the Wasm platform entries (wasip1/wasm,
+// wasi/wasm) of an image index count, and only those whose content is in
+// the store: that is how the same image name runs as Wasm under this
+// runtime and natively under runc. It is asked for every container, before
+// the rootfs is looked at, and costs a rootfs image two lookups (an index
+// without Wasm entries is remembered).
+func (m *imageModules) entrypoint(ctx context.Context, opts *Options, id string, spec *specs.Spec, variantsOnly bool) (*oci.Entrypoint, *cache.Pin, error) {
 	conn, err := m.client()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the container's image: %w", err)
@@ -111,7 +136,13 @@ func (m *imageModules) entrypoint(ctx context.Context, opts *Options, id string,
 		return nil, nil, fmt.Errorf("image %s has no target", name)
 	}
 	cs := contentapi.NewContentClient(conn)
-	layer, err := moduleLayer(ctx, cs, ocispec.Descriptor{MediaType: target.MediaType, Digest: digest.Digest(target.Digest), Size: target.Size})
+	if variantsOnly && m.noVariant(target.Digest, false) {
+		return nil, nil, errNoImageModule
+	}
+	layer, err := moduleLayer(ctx, cs, ocispec.Descriptor{MediaType: target.MediaType, Digest: digest.Digest(target.Digest), Size: target.Size}, variantsOnly)
+	if variantsOnly && errors.Is(err, errNoImageModule) {
+		m.noVariant(target.Digest, true)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("image %s: %w", name, err)
 	}
@@ -174,11 +205,14 @@ func layerEntrypoint(spec *specs.Spec, host string, layer ocispec.Descriptor) (*
 }
 
 // moduleLayer finds the module's layer from an image's target: a manifest,
-// or an index, whose Wasm platforms are tried first, then the others, of
-// those whose manifests are in the content store.
-func moduleLayer(ctx context.Context, cs contentapi.ContentClient, target ocispec.Descriptor) (ocispec.Descriptor, error) {
+// or an index, whose Wasm platforms are tried first, then the others (not
+// with variantsOnly), of those whose manifests are in the content store.
+func moduleLayer(ctx context.Context, cs contentapi.ContentClient, target ocispec.Descriptor, variantsOnly bool) (ocispec.Descriptor, error) {
 	switch target.MediaType {
 	case ocispec.MediaTypeImageManifest, dockerManifest:
+		if variantsOnly {
+			return ocispec.Descriptor{}, errNoImageModule
+		}
 		return manifestModule(ctx, cs, target)
 	case ocispec.MediaTypeImageIndex, dockerManifestList:
 	default:
@@ -200,6 +234,9 @@ func moduleLayer(ctx context.Context, cs contentapi.ContentClient, target ocispe
 		case d.Platform == nil || d.Platform.Architecture == goruntime.GOARCH:
 			rest = append(rest, d)
 		}
+	}
+	if variantsOnly {
+		rest = nil
 	}
 	for _, d := range append(first, rest...) {
 		if d.MediaType != ocispec.MediaTypeImageManifest && d.MediaType != dockerManifest {

@@ -80,10 +80,35 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 			}
 		}()
 	}
-	ep, err := oci.Detect(r.Bundle, spec)
+	var ep *oci.Entrypoint
 	var module *cache.Pin
+	var err error
+	if images != nil {
+		// The Wasm variant of an image index, if it has one in the store,
+		// comes before the rootfs (its node's platform).
+		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec, true)
+		switch {
+		case errors.Is(lerr, errNoImageModule):
+		case errdefs.IsInvalidArgument(lerr) || errdefs.IsDataLoss(lerr):
+			return 0, nil, fmt.Errorf("the Wasm variant of the container's image cannot run: %w", lerr)
+		case lerr != nil:
+			// The image could not be looked at (containerd's API): the
+			// rootfs decides, as for a shim without the API.
+			log.G(ctx).WithError(lerr).Warn("looking for a Wasm variant of the container's image")
+		default:
+			ep, module = lep, pin
+			defer func() {
+				if retErr != nil {
+					module.Release()
+				}
+			}()
+		}
+	}
+	if ep == nil {
+		ep, err = oci.Detect(r.Bundle, spec)
+	}
 	if errors.Is(err, oci.ErrNotInRootfs) && images != nil {
-		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec)
+		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec, false)
 		switch {
 		case errors.Is(lerr, errNoImageModule):
 		case lerr != nil:
