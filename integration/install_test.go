@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +131,43 @@ func TestInstaller(t *testing.T) {
 				t.Errorf("systemctl run as %q, want restart containerd", log)
 			}
 			os.Remove(filepath.Join(host, "systemctl.log"))
+			// The DaemonSet's command (but --label-node, which needs an API
+			// server): install --restart --agent. Nothing changed, so
+			// nothing restarts; it stays as the node agent, which compiles
+			// the module of an image imported into k8s.io into the
+			// installed handler's cache.
+			agentOut := &lockedBuffer{}
+			agent := exec.Command(installerBin, "install", "--restart", "--agent", "--containerd-socket", c.address, "--host-root", host, "--shim", e.shim)
+			agent.Stdout, agent.Stderr = agentOut, agentOut
+			agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := agent.Start(); err != nil {
+				t.Fatal(err)
+			}
+			probe, err := os.ReadFile(filepath.Join(e.fixtures, "probe.wasm"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			module := withCustomSection(probe, "installer "+v.name)
+			tarball := filepath.Join(t.TempDir(), "agent.tar")
+			wasmImage(t, "-o", tarball, "-name", "example.local/agent-installed:v1", "-wasm", writeTemp(t, module))
+			if _, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "images", "import", tarball); err != nil {
+				t.Fatalf("import: %v: %s", err, stderr)
+			}
+			cacheDir := filepath.Join(host, "var", "lib", "containerd-shim-wasm", "v1")
+			deadline := time.Now().Add(time.Minute)
+			for !cachedIn(t, cacheDir, writeTemp(t, module)) {
+				if time.Now().After(deadline) {
+					t.Fatalf("install --agent did not compile the imported module:\n%s", agentOut)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			agent.Process.Signal(syscall.SIGTERM)
+			if err := agent.Wait(); err != nil {
+				t.Errorf("install --agent ended with %v on SIGTERM:\n%s", err, agentOut)
+			}
+			if log, _ := os.ReadFile(filepath.Join(host, "systemctl.log")); len(log) != 0 {
+				t.Errorf("install --agent restarted containerd with nothing changed: %q", log)
+			}
 			podID, podCfg := c.pod(t, "installed", install.Handler)
 			id := c.container(t, podID, podCfg, "hello", "/probe.wasm", "echo", "installed")
 			if st := c.waitExit(t, id); st.ExitCode != 0 {

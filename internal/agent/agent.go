@@ -350,6 +350,14 @@ func (a *Agent) compile(ctx context.Context, img containerd.Image, p *process) (
 		containerd.WithNewSpec(specOpts...),
 	)
 	c, err := a.client.NewContainer(ctx, id, opts...)
+	if errdefs.IsNotFound(err) {
+		// Not unpacked (yet): `ctr images import` creates the image, then
+		// unpacks it. Unpack it, as the first container would need.
+		if uerr := img.Unpack(ctx, h.Snapshotter); uerr != nil && !errdefs.IsAlreadyExists(uerr) {
+			return "", fmt.Errorf("unpack the image: %w", uerr)
+		}
+		c, err = a.client.NewContainer(ctx, id, opts...)
+	}
 	if err != nil {
 		return "", fmt.Errorf("container to compile in: %w", err)
 	}
