@@ -204,6 +204,12 @@ func TestWasmImagesCRI(t *testing.T) {
 	if code != 0 || !slices.Equal(out, []string{"[given by the pod]"}) {
 		t.Errorf("artifact with the pod's command: exit %d, stdout %q", code, out)
 	}
+	// The module is mounted for the runner, and denied to the guest.
+	code, out = c.runToEnd(t, podID, podCfg, "artifact-module", artifact, "/probe.wasm", "cat", "/dev/.containerd-shim-wasm-module")
+	stderr := strings.Join(logLines(t, filepath.Join(podCfg.LogDirectory, "artifact-module.log"), "stderr"), "\n")
+	if code == 0 || len(out) != 0 || !strings.Contains(strings.ToLower(stderr), "permission denied") {
+		t.Errorf("the guest read its module's mount: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
 	code, out = c.runToEnd(t, podID, podCfg, "foreign", foreign, "app", "echo", "foreign artifact")
 	if code != 0 || !slices.Equal(out, []string{"[foreign artifact]"}) {
 		t.Errorf("foreign artifact: exit %d, stdout %q", code, out)
