@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
+	"go.yaml.in/yaml/v3"
+
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/install"
 )
 
@@ -161,6 +164,12 @@ func TestInstaller(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			// At the memory limit the DaemonSet declares, with its peak.
+			if peak, limit := procStatus(agent.Process.Pid, "VmHWM"), installerMemoryLimit(t); peak == 0 || peak > limit {
+				t.Errorf("install --agent peaked at %d bytes of RSS; the DaemonSet's limit is %d", peak, limit)
+			} else {
+				t.Logf("install --agent: peak RSS %.1f MB, limit %.0f MB", float64(peak)/(1<<20), float64(limit)/(1<<20))
+			}
 			agent.Process.Signal(syscall.SIGTERM)
 			if err := agent.Wait(); err != nil {
 				t.Errorf("install --agent ended with %v on SIGTERM:\n%s", err, agentOut)
@@ -207,4 +216,39 @@ func snapshot(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// installerMemoryLimit is the memory limit of the installer's container in
+// deploy/kubernetes/installer.yaml.
+func installerMemoryLimit(t *testing.T) int64 {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "kubernetes", "installer.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc struct {
+			Kind string `yaml:"kind"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Resources struct {
+								Limits map[string]string `yaml:"limits"`
+							} `yaml:"resources"`
+						} `yaml:"containers"`
+					} `yaml:"spec"`
+				} `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			t.Fatalf("installer.yaml has no DaemonSet with a memory limit: %v", err)
+		}
+		if doc.Kind == "DaemonSet" && len(doc.Spec.Template.Spec.Containers) == 1 {
+			if m := doc.Spec.Template.Spec.Containers[0].Resources.Limits["memory"]; m != "" {
+				return quantity(t, m)
+			}
+		}
+	}
 }
