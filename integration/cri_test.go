@@ -6,11 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cgroups"
@@ -215,5 +217,43 @@ func TestCRIWasmServer(t *testing.T) {
 	// test) was compiled into the tests' cache, not the node's default one.
 	if !cachedIn(t, filepath.Join(e.cacheRoot, "v1"), filepath.Join(e.fixtures, "http-server.wasm")) {
 		t.Errorf("the server is not in the compile cache of the handler's options (%s)", e.cacheRoot)
+	}
+}
+
+// TestRuntimeClassOverhead: the RuntimeClass counts each pod's shim, which
+// runs outside the pod's cgroup, as overhead.podFixed.memory: a pod's shim
+// with one idle Wasm container stays within it.
+func TestRuntimeClassOverhead(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "kubernetes", "runtimeclass.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rc struct {
+		Overhead struct {
+			PodFixed map[string]string `yaml:"podFixed"`
+		} `yaml:"overhead"`
+	}
+	if err := yaml.Unmarshal(data, &rc); err != nil || rc.Overhead.PodFixed["memory"] == "" {
+		t.Fatalf("runtimeclass.yaml: no overhead.podFixed.memory (%v)", err)
+	}
+	limit := quantity(t, rc.Overhead.PodFixed["memory"])
+	c := startCRI(t)
+	before := shimPids(e.shim)
+	podID, podCfg := c.pod(t, "overhead", "wasm")
+	c.containerPid(t, c.container(t, podID, podCfg, "idle", "/probe.wasm", "sleep"))
+	var shim int
+	for _, p := range shimPids(e.shim) {
+		if !slices.Contains(before, p) {
+			shim = p
+		}
+	}
+	if shim == 0 {
+		t.Fatal("no shim for the pod")
+	}
+	time.Sleep(2 * time.Second) // idle
+	if rss := procStatus(shim, "VmRSS"); rss == 0 || rss > limit {
+		t.Errorf("the pod's shim has %d bytes of RSS; the RuntimeClass counts %d", rss, limit)
+	} else {
+		t.Logf("the pod's shim: RSS %.1f MB, overhead %.1f MB", float64(rss)/1e6, float64(limit)/1e6)
 	}
 }

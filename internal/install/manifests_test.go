@@ -80,10 +80,12 @@ func TestRuntimeClassManifest(t *testing.T) {
 	if rc.Scheduling == nil || rc.Scheduling.NodeSelector[NodeLabel] != NodeLabelValue {
 		t.Errorf("scheduling %+v, want the node selector %s=%s", rc.Scheduling, NodeLabel, NodeLabelValue)
 	}
-	// The shim's RSS with one idle Wasm container: 18.6 MB (BENCHMARKS.md).
-	shim := resource.MustParse("18600000")
+	// A CRI pod's shim with one idle Wasm container: up to 22.2 MB
+	// (BENCHMARKS.md; integration's TestRuntimeClassOverhead measures it
+	// against the manifest).
+	shim := resource.MustParse("22200000")
 	if rc.Overhead == nil || rc.Overhead.PodFixed.Memory().Cmp(shim) < 0 {
-		t.Errorf("overhead %+v, want podFixed memory of at least the shim's 18.6 MB", rc.Overhead)
+		t.Errorf("overhead %+v, want podFixed memory of at least a pod's shim's 22.2 MB", rc.Overhead)
 	}
 }
 
