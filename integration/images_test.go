@@ -233,6 +233,17 @@ func TestWasmImagesCRI(t *testing.T) {
 			t.Errorf("%s: StartContainer error %v, want %q", tt.name, err, tt.want)
 		}
 	}
+	// An artifact imported from a tarball, as on a node without a registry.
+	imported := "example.local/artifact:imported"
+	tarball := filepath.Join(t.TempDir(), "artifact.tar")
+	wasmImage(t, "-o", tarball, "-name", imported, "-format", "artifact", "-wasm", writeTemp(t, withCustomSection(probe, "imported")), "echo", "imported")
+	if _, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "images", "import", tarball); err != nil {
+		t.Fatalf("import the artifact: %v: %s", err, stderr)
+	}
+	code, out = c.runToEnd(t, podID, podCfg, "imported", imported)
+	if code != 0 || !slices.Equal(out, []string{"[imported]"}) {
+		t.Errorf("imported artifact: exit %d, stdout %q", code, out)
+	}
 	// The pod's shim serves on.
 	code, out = c.runToEnd(t, podID, podCfg, "after", artifact, "/probe.wasm", "echo", "still serving")
 	if code != 0 || !slices.Equal(out, []string{"[still serving]"}) {

@@ -208,6 +208,11 @@ func NewLayout(name string, part Part) (*Layout, error) {
 	if err != nil {
 		return nil, err
 	}
+	if WasmPlatform(top.Platform) {
+		// `ctr images import` drops a top descriptor of a platform not the
+		// node's ("image might be filtered out"); its config says it.
+		top.Platform = nil
+	}
 	return &Layout{name: name, top: top, blobs: blobs}, nil
 }
 

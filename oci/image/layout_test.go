@@ -299,8 +299,10 @@ func TestImageLayoutDefaults(t *testing.T) {
 	if l.config.OS != "wasip1" || l.config.Architecture != "wasm" {
 		t.Errorf("config platform %s/%s, want wasip1/wasm", l.config.OS, l.config.Architecture)
 	}
-	if p := l.index.Manifests[0].Platform; p == nil || p.OS != "wasip1" || p.Architecture != "wasm" {
-		t.Errorf("manifest platform %+v, want wasip1/wasm", p)
+	// The config says it; index.json does not, or `ctr images import`
+	// would filter the image out on any node.
+	if p := l.index.Manifests[0].Platform; p != nil {
+		t.Errorf("index.json names platform %+v for a single Wasm image", p)
 	}
 	if len(l.config.Config.Env) != 1 || !strings.HasPrefix(l.config.Config.Env[0], "PATH=/") {
 		t.Errorf("default env %q, want a PATH", l.config.Config.Env)

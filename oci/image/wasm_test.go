@@ -93,8 +93,8 @@ func TestArtifactLayout(t *testing.T) {
 	if err := json.Unmarshal(files["index.json"], &top); err != nil || len(top.Manifests) != 1 {
 		t.Fatalf("index.json %s: %v", files["index.json"], err)
 	}
-	if p := top.Manifests[0].Platform; p == nil || p.OS != "wasip1" || p.Architecture != "wasm" {
-		t.Errorf("platform %+v, want wasip1/wasm", p)
+	if p := top.Manifests[0].Platform; p != nil {
+		t.Errorf("index.json names platform %+v: ctr images import would filter the artifact out", p)
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(blob(top.Manifests[0]), &m); err != nil {
