@@ -126,23 +126,13 @@ type Record struct {
 	SHA256 string `json:"sha256"`
 }
 
-// Entry is a verified entry, pinned for one container.
+// Entry is a verified entry, pinned for one container: Path is the pin, a
+// host file holding the compiled code, verified against the record, which
+// stays until Release; Hit says whether the entry was in the cache (false:
+// compiled now).
 type Entry struct {
 	Record
-	// Path is the pin: a host file holding the compiled code, verified
-	// against the record, which stays until Release.
-	Path string
-	// Hit says whether the entry was in the cache (false: compiled now).
-	Hit bool
-}
-
-// Release removes the entry's pin. Call it once the container has the
-// file (mounted), or has failed.
-func (e *Entry) Release() error {
-	if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("release compiled module pin: %w", err)
-	}
-	return nil
+	Pin
 }
 
 // Compiler compiles a module into dir, in wazero's cache directory layout.
@@ -274,7 +264,7 @@ func (c *Cache) Get(ctx context.Context, module string, compile Compiler, warn f
 	if err != nil {
 		return nil, fmt.Errorf("compile cache: entry just added: %w", err)
 	}
-	e := &Entry{Record: *rec, Path: pin}
+	e := &Entry{Record: *rec, Pin: Pin{Path: pin}}
 	if err := c.Evict(); err != nil {
 		warn(err)
 	}
@@ -314,7 +304,7 @@ func (c *Cache) lookup(key, module string) (*Entry, error) {
 	}
 	now := time.Now()
 	os.Chtimes(filepath.Join(c.dir, "index", key), now, now) // least recently used first
-	return &Entry{Record: r, Path: pin, Hit: true}, nil
+	return &Entry{Record: r, Pin: Pin{Path: pin, Hit: true}}, nil
 }
 
 // pin hard-links the entry's code to a new name under pins/.
@@ -342,23 +332,32 @@ func (c *Cache) pinFile(file string) (string, error) {
 
 // verify checks a file's size and SHA-256.
 func verify(path string, size int64, sum string) error {
+	got, n, err := fileSHA256(path)
+	if err != nil {
+		return fmt.Errorf("compiled code: %w", err)
+	}
+	if n != size {
+		return fmt.Errorf("compiled code is %d bytes, its record says %d", n, size)
+	}
+	if got != sum {
+		return fmt.Errorf("compiled code has SHA-256 %s, its record says %s", got, sum)
+	}
+	return nil
+}
+
+// fileSHA256 returns a file's SHA-256, in hex, and its size.
+func fileSHA256(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("open compiled code: %w", err)
+		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return fmt.Errorf("read compiled code: %w", err)
+		return "", 0, err
 	}
-	if n != size {
-		return fmt.Errorf("compiled code is %d bytes, its record says %d", n, size)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return fmt.Errorf("compiled code has SHA-256 %s, its record says %s", got, sum)
-	}
-	return nil
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 // drop removes a bad entry and returns why it was bad.

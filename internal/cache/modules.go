@@ -13,18 +13,20 @@ import (
 	"time"
 )
 
-// Pin is a host file of the cache kept for one container until Release.
+// Pin is a host file of the cache (compiled code, or a stored module) kept
+// for one container until Release.
 type Pin struct {
-	// Path is the pinned file.
+	// Path is the pinned file: a hard link under pins/.
 	Path string
-	// Hit says whether the file was in the cache (false: stored now).
+	// Hit says whether the file was in the cache (false: made now).
 	Hit bool
 }
 
-// Release removes the pin.
+// Release removes the pin. Call it once the container has the file
+// (mounted), or has failed.
 func (p *Pin) Release() error {
 	if err := os.Remove(p.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("release module pin: %w", err)
+		return fmt.Errorf("release cache pin: %w", err)
 	}
 	return nil
 }
@@ -121,16 +123,11 @@ func (c *Cache) pinModule(stored, module string) (*Pin, error) {
 
 // verifyModule checks that a file's SHA-256 is module.
 func verifyModule(path, module string) error {
-	f, err := os.Open(path)
+	got, _, err := fileSHA256(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != module {
+	if got != module {
 		return fmt.Errorf("module sha256:%s has sha256:%s", module, got)
 	}
 	return nil
