@@ -179,3 +179,30 @@ func TestModuleHeaderCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestVariantLookupErrors: a shim that cannot reach containerd's API
+// leaves the entrypoint to the rootfs; a variant that cannot run fails the
+// Create.
+func TestVariantLookupErrors(t *testing.T) {
+	m := &imageModules{} // no address
+	_, _, err := m.entrypoint(context.Background(), &Options{}, "c", nil, true)
+	if err == nil || errors.Is(err, errNoImageModule) || variantUnusable(err) {
+		t.Errorf("unreachable API: %v (unusable %v), want a lookup error", err, variantUnusable(err))
+	}
+	f := &fakeContent{blobs: map[digest.Digest][]byte{}}
+	module := f.add(image.MediaTypeWasmLayer, []byte("\x00asm\x01\x00\x00\x00"), nil)
+	p2 := f.add(image.MediaTypeWasmConfig, []byte(`{"os":"wasip2"}`), nil)
+	component := f.add(ocispec.MediaTypeImageManifest, f.manifest(p2, module), nil)
+	if _, err := moduleLayer(context.Background(), f, component, false); !variantUnusable(err) {
+		t.Errorf("a component: %v, want it unusable", err)
+	}
+	tampered := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("x"), Size: 3}
+	f.blobs[tampered.Digest] = []byte("abc")
+	if _, err := moduleLayer(context.Background(), f, tampered, false); !variantUnusable(err) {
+		t.Errorf("a tampered manifest: %v, want it unusable", err)
+	}
+	missing := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("y"), Size: 3}
+	if _, err := moduleLayer(context.Background(), f, missing, false); variantUnusable(err) {
+		t.Errorf("a manifest not in the store: %v, want a lookup error", err)
+	}
+}

@@ -89,7 +89,7 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec, true)
 		switch {
 		case errors.Is(lerr, errNoImageModule):
-		case errdefs.IsInvalidArgument(lerr) || errdefs.IsDataLoss(lerr):
+		case variantUnusable(lerr):
 			return 0, nil, fmt.Errorf("the Wasm variant of the container's image cannot run: %w", lerr)
 		case lerr != nil:
 			// The image could not be looked at (containerd's API): the
@@ -271,6 +271,14 @@ func toRunner(ep *oci.Entrypoint, p *specs.Process, exec bool) (*runner.Config, 
 	p.Args = []string{runner.Path}
 	p.Env = []string{} // nothing from the image or the shim may tune the runner's Go runtime
 	return cfg, nil
+}
+
+// variantUnusable tells an error of the Wasm variant lookup that says the
+// image's Wasm variant cannot run (a component, content that does not
+// match its digest) from one that says the image could not be looked at:
+// the first fails the Create, the second leaves it to the rootfs.
+func variantUnusable(err error) bool {
+	return errdefs.IsInvalidArgument(err) || errdefs.IsDataLoss(err)
 }
 
 // layerName is how the runner names a module that is an image layer; ""
