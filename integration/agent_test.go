@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,8 +75,11 @@ func TestAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootfsMod := withCustomSection(probe, "agent-rootfs")
-	artifactMod := withCustomSection(probe, "agent-artifact")
+	// Modules of their own, in any cache: only the agent can have compiled
+	// them before their pods.
+	nonce := strconv.FormatInt(time.Now().UnixNano(), 36)
+	rootfsMod := withCustomSection(probe, "agent-rootfs-"+nonce)
+	artifactMod := withCustomSection(probe, "agent-artifact-"+nonce)
 	bad := []byte("\x00asm\x01\x00\x00\x00\x01\x7f\x01\x60\x00\x00 not a module past its first section")
 	rootfs, artifact, invalid, native := host+"/agent/rootfs:v1", host+"/agent/artifact:v1", host+"/agent/invalid:v1", host+"/agent/native:v1"
 	wasmImage(t, "-push", "-insecure", "-name", rootfs, "-wasm", writeTemp(t, rootfsMod), "echo", "warm rootfs")
