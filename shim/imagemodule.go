@@ -97,51 +97,69 @@ func (m *imageModules) close() {
 	}
 }
 
-// entrypoint returns the entrypoint of container id when its image holds
+// containerImage is a container's image, as containerd records it.
+type containerImage struct {
+	conn   *grpc.ClientConn
+	name   string
+	target ocispec.Descriptor
+}
+
+// image looks up container id's image in containerd: errNoImageModule if
+// the container has none; another error if containerd's API could not
+// tell. It is one lookup per Create, whatever is asked of the image after.
+func (m *imageModules) image(ctx context.Context, id string) (*containerImage, error) {
+	conn, err := m.client()
+	if err != nil {
+		return nil, fmt.Errorf("read the container's image: %w", err)
+	}
+	cr, err := containersapi.NewContainersClient(conn).Get(ctx, &containersapi.GetContainerRequest{ID: id})
+	if err != nil {
+		return nil, fmt.Errorf("get container %s from containerd: %w", id, errgrpc.ToNative(err))
+	}
+	name := cr.GetContainer().GetImage()
+	if name == "" {
+		return nil, errNoImageModule
+	}
+	ir, err := imagesapi.NewImagesClient(conn).Get(ctx, &imagesapi.GetImageRequest{Name: name})
+	if err != nil {
+		return nil, fmt.Errorf("get image %s: %w", name, errgrpc.ToNative(err))
+	}
+	target := ir.GetImage().GetTarget()
+	if target == nil {
+		return nil, fmt.Errorf("image %s has no target", name)
+	}
+	return &containerImage{conn: conn, name: name, target: ocispec.Descriptor{MediaType: target.MediaType, Digest: digest.Digest(target.Digest), Size: target.Size}}, nil
+}
+
+// withNamespace gives ctx the shim's namespace if the request carries none.
+func (m *imageModules) withNamespace(ctx context.Context) context.Context {
+	if _, ok := namespaces.Namespace(ctx); !ok && m.namespace != "" {
+		return namespaces.WithNamespace(ctx, m.namespace)
+	}
+	return ctx
+}
+
+// entrypoint returns the entrypoint of a container of img when img holds
 // the module in a layer: the module, fetched from containerd's content
 // store into the module store and verified against the layer's digest,
 // pinned for the container and mounted at runner.ModulePath;
 // process.args[0] (with an optional "#func") is only the guest's
-// argv[0]. It returns errNoImageModule if the container has no image, or
-// its image no Wasm layer.
+// argv[0]. It returns errNoImageModule if img has no Wasm layer.
 //
 // With variantsOnly, only the Wasm platform entries (wasip1/wasm,
 // wasi/wasm) of an image index count, and only those whose content is in
 // the store: that is how the same image name runs as Wasm under this
 // runtime and natively under runc. It is asked for every container, before
-// the rootfs is looked at, and costs a rootfs image two lookups (an index
-// without Wasm entries is remembered).
-func (m *imageModules) entrypoint(ctx context.Context, opts *Options, id string, spec *specs.Spec, variantsOnly bool) (*oci.Entrypoint, *cache.Pin, error) {
-	conn, err := m.client()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read the container's image: %w", err)
-	}
-	if _, ok := namespaces.Namespace(ctx); !ok && m.namespace != "" {
-		ctx = namespaces.WithNamespace(ctx, m.namespace)
-	}
-	cr, err := containersapi.NewContainersClient(conn).Get(ctx, &containersapi.GetContainerRequest{ID: id})
-	if err != nil {
-		return nil, nil, fmt.Errorf("get container %s from containerd: %w", id, errgrpc.ToNative(err))
-	}
-	name := cr.GetContainer().GetImage()
-	if name == "" {
+// the rootfs is looked at (an index without Wasm entries is remembered).
+func (m *imageModules) entrypoint(ctx context.Context, opts *Options, img *containerImage, spec *specs.Spec, variantsOnly bool) (*oci.Entrypoint, *cache.Pin, error) {
+	name, target := img.name, img.target
+	cs := contentapi.NewContentClient(img.conn)
+	if variantsOnly && m.noVariant(target.Digest.String(), false) {
 		return nil, nil, errNoImageModule
 	}
-	ir, err := imagesapi.NewImagesClient(conn).Get(ctx, &imagesapi.GetImageRequest{Name: name})
-	if err != nil {
-		return nil, nil, fmt.Errorf("get image %s: %w", name, errgrpc.ToNative(err))
-	}
-	target := ir.GetImage().GetTarget()
-	if target == nil {
-		return nil, nil, fmt.Errorf("image %s has no target", name)
-	}
-	cs := contentapi.NewContentClient(conn)
-	if variantsOnly && m.noVariant(target.Digest, false) {
-		return nil, nil, errNoImageModule
-	}
-	layer, err := moduleLayer(ctx, cs, ocispec.Descriptor{MediaType: target.MediaType, Digest: digest.Digest(target.Digest), Size: target.Size}, variantsOnly)
+	layer, err := moduleLayer(ctx, cs, target, variantsOnly)
 	if variantsOnly && errors.Is(err, errNoImageModule) {
-		m.noVariant(target.Digest, true)
+		m.noVariant(target.Digest.String(), true)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("image %s: %w", name, err)

@@ -185,7 +185,7 @@ func TestModuleHeaderCheck(t *testing.T) {
 // Create.
 func TestVariantLookupErrors(t *testing.T) {
 	m := &imageModules{} // no address
-	_, _, err := m.entrypoint(context.Background(), &Options{}, "c", nil, true)
+	_, err := m.image(context.Background(), "c")
 	if err == nil || errors.Is(err, errNoImageModule) || variantUnusable(err) {
 		t.Errorf("unreachable API: %v (unusable %v), want a lookup error", err, variantUnusable(err))
 	}

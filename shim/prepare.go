@@ -55,9 +55,8 @@ func (p *preparedRunner) release() {
 // done: runc's shim mounts it again for the container, and owns its
 // cleanup.
 //
-// An entrypoint that is no file of the rootfs is looked for in the
-// container's image, through images: the module of an image that carries
-// it in a layer of its own (see imageModules).
+// The entrypoint may also be a module of the container's image, found
+// through images (see findEntrypoint).
 func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequest, spec *specs.Spec, images *imageModules) (_ oci.Kind, _ *preparedRunner, retErr error) {
 	if len(r.Rootfs) > 0 {
 		rootfs := filepath.Join(r.Bundle, "rootfs")
@@ -80,53 +79,16 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 			}
 		}()
 	}
-	var ep *oci.Entrypoint
-	var module *cache.Pin
-	var err error
-	if images != nil {
-		// The Wasm variant of an image index, if it has one in the store,
-		// comes before the rootfs (its node's platform).
-		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec, true)
-		switch {
-		case errors.Is(lerr, errNoImageModule):
-		case variantUnusable(lerr):
-			return 0, nil, fmt.Errorf("the Wasm variant of the container's image cannot run: %w", lerr)
-		case lerr != nil:
-			// The image could not be looked at (containerd's API): the
-			// rootfs decides, as for a shim without the API.
-			log.G(ctx).WithError(lerr).Warn("looking for a Wasm variant of the container's image")
-		default:
-			ep, module = lep, pin
-			defer func() {
-				if retErr != nil {
-					module.Release()
-				}
-			}()
-		}
-	}
-	if ep == nil {
-		ep, err = oci.Detect(r.Bundle, spec)
-	}
-	if errors.Is(err, oci.ErrNotInRootfs) && images != nil {
-		lep, pin, lerr := images.entrypoint(ctx, opts, r.ID, spec, false)
-		switch {
-		case errors.Is(lerr, errNoImageModule):
-		case lerr != nil:
-			return 0, nil, fmt.Errorf("entrypoint %q is no file of the container's root, and the module in its image's layer cannot run: %w", spec.Process.Args[0], lerr)
-		default:
-			ep, module, err = lep, pin, nil
-			defer func() {
-				if retErr != nil {
-					module.Release()
-				}
-			}()
-		}
-	}
+	ep, module, err := findEntrypoint(ctx, opts, r.ID, r.Bundle, spec, images)
 	if err != nil {
-		if errors.Is(err, oci.ErrBadEntrypoint) {
-			return 0, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return 0, nil, err
+	}
+	if module != nil {
+		defer func() {
+			if retErr != nil {
+				module.Release()
+			}
+		}()
 	}
 	log.G(ctx).Debugf("entrypoint %s is %s", ep.Name(), ep.Kind)
 	if ep.Kind != oci.Wasm {
@@ -154,6 +116,55 @@ func prepareBundle(ctx context.Context, opts *Options, r *taskAPI.CreateTaskRequ
 		return 0, nil, err
 	}
 	return ep.Kind, &preparedRunner{config: cfg, entry: entry, module: module}, nil
+}
+
+// findEntrypoint finds what container id runs: the Wasm variant of its
+// image, if it is an index with one in the store; else process.args[0] in
+// the rootfs (oci.Detect); else, if that is no file of the rootfs, the
+// module of its image's Wasm layer. A module of the image comes pinned
+// (module), for the caller to release. The image is looked up once; if
+// containerd's API cannot be reached, the rootfs decides.
+func findEntrypoint(ctx context.Context, opts *Options, id, bundle string, spec *specs.Spec, images *imageModules) (_ *oci.Entrypoint, module *cache.Pin, _ error) {
+	var img *containerImage
+	var imgErr error
+	if images != nil {
+		ctx = images.withNamespace(ctx)
+		img, imgErr = images.image(ctx, id)
+		if imgErr != nil && !errors.Is(imgErr, errNoImageModule) {
+			log.G(ctx).WithError(imgErr).Warn("looking up the container's image")
+		}
+	}
+	if img != nil {
+		ep, pin, err := images.entrypoint(ctx, opts, img, spec, true)
+		switch {
+		case errors.Is(err, errNoImageModule):
+		case variantUnusable(err):
+			return nil, nil, fmt.Errorf("the Wasm variant of the container's image cannot run: %w", err)
+		case err != nil:
+			// The index could not be read: the rootfs decides.
+			log.G(ctx).WithError(err).Warn("looking for a Wasm variant of the container's image")
+		default:
+			return ep, pin, nil
+		}
+	}
+	ep, err := oci.Detect(bundle, spec)
+	if errors.Is(err, oci.ErrNotInRootfs) && images != nil && !errors.Is(imgErr, errNoImageModule) {
+		if imgErr != nil {
+			return nil, nil, fmt.Errorf("entrypoint %q is no file of the container's root, and its image could not be looked at: %w", spec.Process.Args[0], imgErr)
+		}
+		lep, pin, lerr := images.entrypoint(ctx, opts, img, spec, false)
+		switch {
+		case errors.Is(lerr, errNoImageModule):
+		case lerr != nil:
+			return nil, nil, fmt.Errorf("entrypoint %q is no file of the container's root, and the module in its image's layer cannot run: %w", spec.Process.Args[0], lerr)
+		default:
+			return lep, pin, nil
+		}
+	}
+	if errors.Is(err, oci.ErrBadEntrypoint) {
+		return nil, nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return ep, nil, err
 }
 
 // checkEntry reads the module's sections up to its exports (not its code)
