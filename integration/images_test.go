@@ -343,4 +343,12 @@ func TestWasmVariantCRI(t *testing.T) {
 	if code, out := c.runToEnd(t, podID, podCfg, "host-only", other); code != 0 || !slices.Equal(out, []string{`native hello, args ["echo" "host"]`}) {
 		t.Errorf("host-only pull on wasm: exit %d, stdout %q", code, out)
 	}
+	// Its Wasm entry pulled since, the pod's next container runs it: the
+	// pod's shim did not take the missing entry for none.
+	if _, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "images", "pull", "--plain-http", "--all-platforms", other); err != nil {
+		t.Fatalf("pull --all-platforms: %v: %s", err, stderr)
+	}
+	if code, out := c.runToEnd(t, podID, podCfg, "all-platforms", other); code != 0 || !slices.Equal(out, []string{"[host]"}) {
+		t.Errorf("after pulling every platform, on wasm: exit %d, stdout %q", code, out)
+	}
 }

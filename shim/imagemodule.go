@@ -42,6 +42,13 @@ const (
 // of its own: its entrypoint, if any, is a file of its rootfs.
 var errNoImageModule = errors.New("the container's image has no Wasm layer")
 
+// errNoVariant is errNoImageModule from a look for a Wasm variant that
+// will never find one, whatever is pulled later: a target that is no
+// index, or an index whose Wasm platform entries (if any) are all in the
+// store and not Wasm. What a target holds cannot change, so it is
+// remembered by its digest.
+var errNoVariant = fmt.Errorf("%w: no Wasm variant", errNoImageModule)
+
 // imageModules finds the module of a container whose image carries it in
 // a layer of its own (an OCI Wasm artifact, or runwasi's layout; see
 // image.ModuleLayer) rather than in its rootfs. It reads the container's
@@ -158,7 +165,7 @@ func (m *imageModules) entrypoint(ctx context.Context, opts *Options, img *conta
 		return nil, nil, errNoImageModule
 	}
 	layer, err := moduleLayer(ctx, cs, target, variantsOnly)
-	if variantsOnly && errors.Is(err, errNoImageModule) {
+	if variantsOnly && errors.Is(err, errNoVariant) {
 		m.noVariant(target.Digest.String(), true)
 	}
 	if err != nil {
@@ -229,7 +236,7 @@ func moduleLayer(ctx context.Context, cs contentapi.ContentClient, target ocispe
 	switch target.MediaType {
 	case ocispec.MediaTypeImageManifest, dockerManifest:
 		if variantsOnly {
-			return ocispec.Descriptor{}, errNoImageModule
+			return ocispec.Descriptor{}, errNoVariant
 		}
 		return manifestModule(ctx, cs, target)
 	case ocispec.MediaTypeImageIndex, dockerManifestList:
@@ -256,15 +263,23 @@ func moduleLayer(ctx context.Context, cs contentapi.ContentClient, target ocispe
 	if variantsOnly {
 		rest = nil
 	}
-	for _, d := range append(first, rest...) {
+	missing := false // a Wasm entry not pulled (yet)
+	for i, d := range append(first, rest...) {
 		if d.MediaType != ocispec.MediaTypeImageManifest && d.MediaType != dockerManifest {
 			continue
 		}
 		l, err := manifestModule(ctx, cs, d)
-		if errors.Is(err, errNoImageModule) || errors.Is(err, errdefs.ErrNotFound) {
-			continue // not Wasm, or a platform that was not pulled
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
+			missing = missing || i < len(first)
+			continue // a platform that was not pulled
+		case errors.Is(err, errNoImageModule):
+			continue // not Wasm
 		}
 		return l, err
+	}
+	if variantsOnly && !missing {
+		return ocispec.Descriptor{}, errNoVariant
 	}
 	return ocispec.Descriptor{}, errNoImageModule
 }

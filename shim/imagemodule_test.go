@@ -99,20 +99,23 @@ func TestModuleLayerFromStore(t *testing.T) {
 		variantsOnly bool
 		want         digest.Digest
 		err          error
+		// never: the error says no variant will ever be found.
+		never bool
 	}{
-		{"artifact", artifact, false, module.Digest, nil},
-		{"rootfs image", rootfs, false, "", errNoImageModule},
-		{"runwasi's layout", runwasi, false, module.Digest, nil},
-		{"a manifest is no variant", artifact, true, "", errNoImageModule},
-		{"index: the Wasm entry", index(on(rootfs, host), on(artifact, wasm)), false, module.Digest, nil},
-		{"index: the Wasm entry, as a variant", index(on(rootfs, host), on(artifact, wasm)), true, module.Digest, nil},
-		{"index: the Wasm entry not pulled, host entry rootfs", index(on(rootfs, host), missing), false, "", errNoImageModule},
-		{"index: the Wasm entry not pulled, as a variant", index(on(rootfs, host), missing), true, "", errNoImageModule},
-		{"index: host entry in runwasi's layout", index(on(runwasi, host)), false, module.Digest, nil},
-		{"index: host entry is no variant", index(on(runwasi, host)), true, "", errNoImageModule},
-		{"component", component, false, "", wasmmod.ErrComponent},
-		{"tampered manifest", tampered, false, "", errdefs.ErrDataLoss},
-		{"not pulled", missing, false, "", errdefs.ErrNotFound},
+		{"artifact", artifact, false, module.Digest, nil, false},
+		{"rootfs image", rootfs, false, "", errNoImageModule, false},
+		{"runwasi's layout", runwasi, false, module.Digest, nil, false},
+		{"a manifest is no variant", artifact, true, "", errNoImageModule, true},
+		{"index: the Wasm entry", index(on(rootfs, host), on(artifact, wasm)), false, module.Digest, nil, false},
+		{"index: the Wasm entry, as a variant", index(on(rootfs, host), on(artifact, wasm)), true, module.Digest, nil, false},
+		{"index: the Wasm entry not pulled, host entry rootfs", index(on(rootfs, host), missing), false, "", errNoImageModule, false},
+		{"index: the Wasm entry not pulled, as a variant", index(on(rootfs, host), missing), true, "", errNoImageModule, false},
+		{"index: host entry in runwasi's layout", index(on(runwasi, host)), false, module.Digest, nil, false},
+		{"index: host entry is no variant", index(on(runwasi, host)), true, "", errNoImageModule, true},
+		{"index: a Wasm entry that is no artifact", index(on(rootfs, host), on(rootfs, wasm)), true, "", errNoImageModule, true},
+		{"component", component, false, "", wasmmod.ErrComponent, false},
+		{"tampered manifest", tampered, false, "", errdefs.ErrDataLoss, false},
+		{"not pulled", missing, false, "", errdefs.ErrNotFound, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +123,10 @@ func TestModuleLayerFromStore(t *testing.T) {
 			if tt.err != nil {
 				if !errors.Is(err, tt.err) {
 					t.Fatalf("moduleLayer = %v, %v; want %v", l.Digest, err, tt.err)
+				}
+				// Only what no later pull can change is remembered.
+				if never := errors.Is(err, errNoVariant); never != tt.never {
+					t.Errorf("moduleLayer = %v: no variant ever %v, want %v", err, never, tt.never)
 				}
 				return
 			}
