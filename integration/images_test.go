@@ -180,12 +180,16 @@ func TestWasmImagesCRI(t *testing.T) {
 	// One whose config says so.
 	p2 := host + "/wasm/component:p2"
 	pushRaw(t, p2, rawLayer{"application/vnd.wasm.config.v0+json", []byte(fmt.Sprintf(`{"architecture":"wasm","os":"wasip2","layerDigests":[%q],"component":{"exports":["wasi:cli/run@0.2.0"]}}`, digest.FromBytes(probe)))}, rawLayer{"application/wasm", probe})
+	// A "module" that is text.
+	text := host + "/wasm/text:v1"
+	textLayer := []byte("just some text, not a module\n")
+	pushRaw(t, text, rawLayer{"application/vnd.wasm.config.v0+json", []byte(fmt.Sprintf(`{"architecture":"wasm","os":"wasip1","layerDigests":[%q]}`, digest.FromBytes(textLayer)))}, rawLayer{"application/wasm", textLayer})
 	// A module whose layer is altered in containerd's store after the pull.
 	tampered := host + "/wasm/probe:tampered"
 	fourth := withCustomSection(probe, "tampered")
 	wasmImage(t, "-push", "-insecure", "-name", tampered, "-format", "artifact", "-wasm", writeTemp(t, fourth), "echo", "x")
 
-	for _, ref := range []string{artifact, rootfs, foreign, runwasi, component, p2, tampered} {
+	for _, ref := range []string{artifact, rootfs, foreign, runwasi, component, p2, text, tampered} {
 		c.pull(t, ref)
 	}
 	blob := filepath.Join(c.dir, "root", "io.containerd.content.v1.content", "blobs", "sha256", digest.FromBytes(fourth).Encoded())
@@ -226,6 +230,7 @@ func TestWasmImagesCRI(t *testing.T) {
 		{"component", component, "WASI preview 2 components are not supported"},
 		{"p2", p2, "WASI preview 2 components are not supported"},
 		{"tampered", tampered, "does not match its digest"},
+		{"text", text, "invalid module"},
 	} {
 		err := c.createError(t, podID, podCfg, tt.name, tt.image, "/app.wasm")
 		t.Logf("%s: %v", tt.name, err)

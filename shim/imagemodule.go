@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	goruntime "runtime"
 	"sync"
 
@@ -188,34 +187,19 @@ func (m *imageModules) entrypoint(ctx context.Context, opts *Options, img *conta
 	case err != nil:
 		return nil, nil, fmt.Errorf("image %s: Wasm layer %s: %w", name, layer.Digest, err)
 	}
-	ep, err := layerEntrypoint(spec, pin.Path, layer)
-	if err != nil {
-		pin.Release()
-		return nil, nil, fmt.Errorf("image %s: Wasm layer %s: %w", name, layer.Digest, err)
-	}
+	ep := layerEntrypoint(spec, pin.Path, layer)
 	log.G(ctx).WithFields(log.Fields{"image": name, "layer": layer.Digest, "stored": !pin.Hit}).Debug("module from the image's Wasm layer")
 	return ep, pin, nil
 }
 
 // layerEntrypoint is the entrypoint of a module stored at host, from
-// layer, for spec's process.
-func layerEntrypoint(spec *specs.Spec, host string, layer ocispec.Descriptor) (*oci.Entrypoint, error) {
+// layer, for spec's process. What it holds was checked as it was stored (no
+// component: moduleHeaderCheck); whether it is a module at all, checkEntry
+// says next, as for a file of the rootfs.
+func layerEntrypoint(spec *specs.Spec, host string, layer ocispec.Descriptor) *oci.Entrypoint {
 	arg0, fn := oci.SplitFunc(spec.Process.Args[0])
 	if fn == "" {
 		fn = oci.DefaultStartFunc
-	}
-	f, err := os.Open(host)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	head := make([]byte, wasmmod.HeaderSize)
-	n, _ := io.ReadFull(f, head)
-	if v, ok := wasmmod.IsComponent(head[:n]); ok {
-		return nil, fmt.Errorf("a WebAssembly component (component binary version %d): %w: %w", v, wasmmod.ErrComponent, errdefs.ErrInvalidArgument)
-	}
-	if n < 4 || string(head[:4]) != "\x00asm" {
-		return nil, fmt.Errorf("not a WebAssembly module (it starts with %q): %w", head[:min(n, 4)], errdefs.ErrInvalidArgument)
 	}
 	return &oci.Entrypoint{
 		Arg0:     arg0,
@@ -226,7 +210,7 @@ func layerEntrypoint(spec *specs.Spec, host string, layer ocispec.Descriptor) (*
 		Size:     layer.Size,
 		SHA256:   layer.Digest.Encoded(),
 		Layer:    layer.Digest.String(),
-	}, nil
+	}
 }
 
 // moduleLayer finds the module's layer from an image's target: a manifest,
