@@ -70,6 +70,11 @@ func waitCached(t *testing.T, module []byte, within time.Duration) bool {
 func TestAgent(t *testing.T) {
 	host := startRegistry(t)
 	c := startCRI(t)
+	// What an agent killed mid-compile leaves: its container and snapshot.
+	leftover := "containerd-shim-wasm-compile-leftover"
+	if _, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "containers", "create", pauseImage, leftover); err != nil {
+		t.Fatalf("create a leftover container: %v: %s", err, stderr)
+	}
 	agentCmd, out := startAgent(t, c)
 	probe, err := os.ReadFile(filepath.Join(e.fixtures, "probe.wasm"))
 	if err != nil {
@@ -112,7 +117,8 @@ func TestAgent(t *testing.T) {
 		}
 	}
 
-	// Nothing of the agent's own containers is left.
+	// Nothing of the agent's own containers is left, nor of the earlier
+	// agent's.
 	stdout, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "containers", "ls", "-q")
 	if err != nil {
 		t.Fatalf("ctr containers ls: %v: %s", err, stderr)

@@ -79,9 +79,9 @@ type Agent struct {
 	queue  chan string
 
 	mu sync.Mutex
-	// done are the targets (manifest or index digests) prepared, with
-	// when: an image pulled under several names is prepared once.
-	done map[string]time.Time
+	// done are the targets (manifest or index digests) prepared: an image
+	// pulled under several names is prepared once.
+	done map[string]bool
 }
 
 // maxQueued bounds the images waiting; more are dropped (and logged): their
@@ -100,7 +100,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Socket, err)
 	}
-	return &Agent{cfg: cfg, client: client, queue: make(chan string, maxQueued), done: map[string]time.Time{}}, nil
+	return &Agent{cfg: cfg, client: client, queue: make(chan string, maxQueued), done: map[string]bool{}}, nil
 }
 
 // Close closes the connection to containerd.
@@ -109,6 +109,7 @@ func (a *Agent) Close() error { return a.client.Close() }
 // Run watches the namespace's image events and prepares each image, until
 // ctx ends. A lost event stream is subscribed to again.
 func (a *Agent) Run(ctx context.Context) error {
+	a.removeLeftovers(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for range a.cfg.Workers {
@@ -139,6 +140,28 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// removeLeftovers deletes the containers (and their snapshots) an agent
+// that was killed mid-compile left behind: it deletes its own as soon as
+// the shim has answered.
+func (a *Agent) removeLeftovers(ctx context.Context) {
+	ctx = namespaces.WithNamespace(ctx, a.cfg.Namespace)
+	cs, err := a.client.Containers(ctx, fmt.Sprintf(`id~=%q`, "^"+containerPrefix))
+	if err != nil {
+		a.cfg.Logf("list containers left by an earlier agent: %v", err)
+		return
+	}
+	for _, c := range cs {
+		if task, err := c.Task(ctx, nil); err == nil {
+			task.Delete(ctx, containerd.WithProcessKill)
+		}
+		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+			a.cfg.Logf("delete container %s left by an earlier agent: %v", c.ID(), err)
+			continue
+		}
+		a.cfg.Logf("deleted container %s, left by an earlier agent", c.ID())
+	}
 }
 
 // watch subscribes to the namespace's image events (then, if existing,
@@ -231,13 +254,13 @@ func (a *Agent) Prepare(ctx context.Context, name string) (string, error) {
 func (a *Agent) claim(target string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.done[target]; ok {
+	if a.done[target] {
 		return false
 	}
 	if len(a.done) >= 4096 {
 		clear(a.done) // a bound on memory: a target seen again is only prepared again
 	}
-	a.done[target] = time.Now()
+	a.done[target] = true
 	return true
 }
 
