@@ -145,11 +145,12 @@ func (o *options) layout() (*image.Layout, error) {
 	}
 	var module []byte
 	var entry []string
+	modulePath := "/" + filepath.Base(o.wasm)
 	if o.wasm != "" {
 		if module, err = os.ReadFile(o.wasm); err != nil {
 			return nil, fmt.Errorf("-wasm: %w", err)
 		}
-		entry = []string{"/" + filepath.Base(o.wasm)}
+		entry = []string{modulePath}
 	}
 	if len(o.entrypoint) > 0 {
 		entry = o.entrypoint
@@ -171,7 +172,7 @@ func (o *options) layout() (*image.Layout, error) {
 	} else {
 		img := &image.Image{Files: files, Entrypoint: entry, Cmd: o.args, Env: o.env, WorkingDir: o.workdir}
 		if module != nil {
-			img.Files = append(img.Files, image.File{Path: entry0(o.wasm), Data: module, Mode: 0o755})
+			img.Files = append(img.Files, image.File{Path: modulePath, Data: module, Mode: 0o755})
 		}
 		if platform == "" && len(o.natives) > 0 {
 			platform = "wasip1/wasm"
@@ -209,8 +210,6 @@ func (o *options) layout() (*image.Layout, error) {
 	}
 	return image.NewIndexLayout(o.name, parts)
 }
-
-func entry0(wasm string) string { return "/" + filepath.Base(wasm) }
 
 func splitPlatform(p string) (string, string, error) {
 	osName, arch, ok := strings.Cut(p, "/")

@@ -35,20 +35,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs := map[string][]byte{}
-	f, _ := os.Open(out)
-	defer f.Close()
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs[h.Name], _ = io.ReadAll(tr)
-	}
+	blobs := readTar(t, out)
 	var index ocispec.Index
 	var manifest ocispec.Manifest
 	var config ocispec.Image

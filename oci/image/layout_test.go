@@ -54,6 +54,24 @@ type layout struct {
 	layerTar []byte
 }
 
+// layoutBlobs reads a layout tarball's files, and returns them with a
+// function that gives a descriptor's blob, checked against it.
+func layoutBlobs(t *testing.T, tarball []byte) (map[string][]byte, func(ocispec.Descriptor) []byte) {
+	t.Helper()
+	files := map[string][]byte{}
+	for _, e := range untar(t, tarball) {
+		files[e.hdr.Name] = e.data
+	}
+	return files, func(d ocispec.Descriptor) []byte {
+		t.Helper()
+		data, ok := files["blobs/sha256/"+d.Digest.Encoded()]
+		if !ok || digest.FromBytes(data) != d.Digest || int64(len(data)) != d.Size {
+			t.Fatalf("blob %s missing or not matching its descriptor", d.Digest)
+		}
+		return data
+	}
+}
+
 // readLayout checks the structure of an image layout tarball: every blob
 // named by its digest, every descriptor matching its blob, and no blob that
 // nothing refers to.
@@ -384,18 +402,7 @@ func TestImageIndexLayout(t *testing.T) {
 	if err := WriteIndexTar(&buf, "example.local/tool:v1", imgs); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{}
-	for _, e := range untar(t, buf.Bytes()) {
-		files[e.hdr.Name] = e.data
-	}
-	blob := func(d ocispec.Descriptor) []byte {
-		t.Helper()
-		data, ok := files["blobs/sha256/"+d.Digest.Encoded()]
-		if !ok || digest.FromBytes(data) != d.Digest || int64(len(data)) != d.Size {
-			t.Fatalf("blob %s missing or not matching its descriptor", d.Digest)
-		}
-		return data
-	}
+	files, blob := layoutBlobs(t, buf.Bytes())
 	var top ocispec.Index
 	json.Unmarshal(files["index.json"], &top)
 	if len(top.Manifests) != 1 || top.Manifests[0].MediaType != ocispec.MediaTypeImageIndex || top.Manifests[0].Annotations["io.containerd.image.name"] != "example.local/tool:v1" || top.Manifests[0].Annotations[ocispec.AnnotationRefName] != "v1" {

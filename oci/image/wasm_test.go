@@ -77,18 +77,7 @@ func TestArtifactLayout(t *testing.T) {
 	if err := a.WriteTar(&buf); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{}
-	for _, e := range untar(t, buf.Bytes()) {
-		files[e.hdr.Name] = e.data
-	}
-	blob := func(d ocispec.Descriptor) []byte {
-		t.Helper()
-		b, ok := files["blobs/sha256/"+d.Digest.Encoded()]
-		if !ok || digest.FromBytes(b) != d.Digest || int64(len(b)) != d.Size {
-			t.Fatalf("blob %s missing or not matching its descriptor", d.Digest)
-		}
-		return b
-	}
+	files, blob := layoutBlobs(t, buf.Bytes())
 	var top ocispec.Index
 	if err := json.Unmarshal(files["index.json"], &top); err != nil || len(top.Manifests) != 1 {
 		t.Fatalf("index.json %s: %v", files["index.json"], err)
