@@ -353,16 +353,14 @@ func (a *Agent) compile(ctx context.Context, img containerd.Image, p *process) (
 	rand.Read(b[:])
 	id := containerPrefix + hex.EncodeToString(b[:])
 	h := a.cfg.Handler
-	specOpts := []oci.SpecOpts{}
+	var specOpts []oci.SpecOpts
 	if p.imageConfig {
-		specOpts = append(specOpts, oci.WithImageConfig(img))
+		specOpts = append(specOpts, oci.WithImageConfig(img)) // environment, working directory, user
 	} else {
-		specOpts = append(specOpts, oci.WithProcessArgs(p.args...), oci.WithEnv(p.env), oci.WithProcessCwd(p.cwd))
+		specOpts = append(specOpts, oci.WithEnv(p.env), oci.WithProcessCwd(p.cwd))
 	}
-	if p.imageConfig && p.args[0] == placeholderArg0 {
-		specOpts = append(specOpts, oci.WithProcessArgs(p.args...))
-	}
-	specOpts = append(specOpts, oci.WithAnnotations(map[string]string{CompileOnlyAnnotation: "true"}))
+	specOpts = append(specOpts, oci.WithProcessArgs(p.args...),
+		oci.WithAnnotations(map[string]string{CompileOnlyAnnotation: "true"}))
 	opts := []containerd.NewContainerOpts{containerd.WithImage(img)}
 	if h.Snapshotter != "" {
 		opts = append(opts, containerd.WithSnapshotter(h.Snapshotter))
