@@ -308,8 +308,23 @@ func (f *pinnedFile) Close() experimentalsys.Errno {
 	return errno
 }
 
-// OpenFile implements experimentalsys.FS.
+// Modes of what a guest creates: WASI preview 1 carries no mode, and
+// wazero asks for 0600 (files) and 0700 (directories), which a native
+// program would not get: these are what creat(2) and mkdir(2) are usually
+// given, and the kernel takes the process's umask (the spec's
+// process.user.umask, which runc sets, else runc's 0022) off them, as for
+// a native process of the container.
+const (
+	createFileMode fs.FileMode = 0o666
+	createDirMode  fs.FileMode = 0o777
+)
+
+// OpenFile implements experimentalsys.FS. A file it creates gets
+// createFileMode less the umask, whatever perm says.
 func (c *ConfinedFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	if flag&experimentalsys.O_CREAT != 0 {
+		perm = createFileMode
+	}
 	if fd, ok := stdioPath(p); ok {
 		return c.host.OpenFile(fd, flag, perm) // opened again, as Linux does
 	}
@@ -367,9 +382,10 @@ func (c *ConfinedFS) stat(p string, follow bool) (sys.Stat_t, experimentalsys.Er
 	return st, 0
 }
 
-// Mkdir implements experimentalsys.FS.
-func (c *ConfinedFS) Mkdir(p string, perm fs.FileMode) experimentalsys.Errno {
-	return c.at(p, func(at pinned) experimentalsys.Errno { return c.host.Mkdir(at.path(), perm) })
+// Mkdir implements experimentalsys.FS. The directory gets createDirMode
+// less the umask, whatever perm says.
+func (c *ConfinedFS) Mkdir(p string, _ fs.FileMode) experimentalsys.Errno {
+	return c.at(p, func(at pinned) experimentalsys.Errno { return c.host.Mkdir(at.path(), createDirMode) })
 }
 
 // Chmod implements experimentalsys.FS.

@@ -592,6 +592,54 @@ func TestConfinedFSFiles(t *testing.T) {
 	}
 }
 
+// TestConfinedFSCreateModes: what a guest creates gets the mode a native
+// process would under the process's umask (0666 and 0777 less it), not the
+// 0600 and 0700 wazero asks for; an existing file's mode is left alone.
+func TestConfinedFSCreateModes(t *testing.T) {
+	for _, tt := range []struct {
+		umask     int
+		file, dir fs.FileMode
+	}{
+		{0o022, 0o644, 0o755}, // runc's default
+		{0o002, 0o664, 0o775},
+		{0o077, 0o600, 0o700},
+		{0o000, 0o666, 0o777},
+	} {
+		t.Run(fmt.Sprintf("umask %04o", tt.umask), func(t *testing.T) {
+			dir := t.TempDir()
+			cfs := confined(t, dir, NewDenylist(nil))
+			old := unix.Umask(tt.umask) // the process's, as runc sets it for the runner
+			defer unix.Umask(old)
+			if errno := cfs.Mkdir("d", 0o700); errno != 0 {
+				t.Fatalf("Mkdir: %v", errno)
+			}
+			f, errno := cfs.OpenFile("d/f", experimentalsys.O_CREAT|experimentalsys.O_WRONLY, 0o600)
+			if errno != 0 {
+				t.Fatalf("create: %v", errno)
+			}
+			f.Close()
+			if err := os.WriteFile(filepath.Join(dir, "old"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(filepath.Join(dir, "old"), 0o600)
+			f, errno = cfs.OpenFile("old", experimentalsys.O_CREAT|experimentalsys.O_WRONLY|experimentalsys.O_TRUNC, 0o600)
+			if errno != 0 {
+				t.Fatalf("open existing: %v", errno)
+			}
+			f.Close()
+			for p, want := range map[string]fs.FileMode{"d": tt.dir, "d/f": tt.file, "old": 0o600} {
+				st, err := os.Stat(filepath.Join(dir, p))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.Mode().Perm(); got != want {
+					t.Errorf("%s: mode %04o, want %04o", p, got, want)
+				}
+			}
+		})
+	}
+}
+
 // TestConfinedFSTrailingSlash: a trailing slash keeps its meaning ("must be
 // a directory"), as the WASI test suite checks.
 func TestConfinedFSTrailingSlash(t *testing.T) {
