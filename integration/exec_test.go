@@ -102,12 +102,13 @@ func TestExec(t *testing.T) {
 	if st := taskStatus(t, b.id); st != "RUNNING" {
 		t.Fatalf("container %s after the execs: %q", b.id, st)
 	}
-	// The same module loads the container's compiled code; another one is
-	// compiled by its runner.
+	// Every module exec'd, the container's own or another (exec'd above),
+	// is served from the node's compile cache, as an entrypoint is: its
+	// runner compiles nothing.
 	for _, tt := range []struct {
 		args []string
 		want string
-	}{{[]string{"/probe.wasm", "echo", "x"}, runner.CodeHit}, {[]string{"/exit42.wasm"}, runner.CodeCompiled}} {
+	}{{[]string{"/probe.wasm", "echo", "x"}, runner.CodeHit}, {[]string{"/exit42.wasm"}, runner.CodeHit}} {
 		r := execIn(t, b.id, "traced", nil, tt.args...)
 		if code := codeOf(t, r.stderr); code != tt.want {
 			t.Errorf("exec of %s: code %q, want %q", tt.args[0], code, tt.want)
@@ -168,6 +169,43 @@ func TestExec(t *testing.T) {
 	for !strings.Contains(evs.String(), `"id":"ticker","pid"`) || !strings.Contains(evs.String(), `"exit_status":143`) {
 		if time.Now().After(deadline) {
 			t.Errorf("no exit event for the exec: %q", evs.String())
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.terminate(t)
+}
+
+// TestExecCompiledOnce: a module exec'd into a container that is not its
+// entrypoint is compiled once, by the shim into the node's compile cache,
+// and every later exec of it loads that code, as a container's entrypoint
+// does (its runner used to compile it at every exec).
+func TestExecCompiledOnce(t *testing.T) {
+	flags, cacheDir := ownCache(t, "")
+	b := startBackground(t, flags, "/probe.wasm", "sleep")
+	b.waitOutput(t, "sleeping")
+	entries := func() int { return dirLen(t, filepath.Join(cacheDir, "entries")) }
+	if n := entries(); n != 1 {
+		t.Fatalf("%d entries in the cache with the container's own module, want 1", n)
+	}
+	for i, want := range []string{runner.CodeMiss, runner.CodeHit, runner.CodeHit} {
+		r := execIn(t, b.id, fmt.Sprintf("exec%d", i), nil, "/exit42.wasm")
+		if r.code != 42 {
+			t.Errorf("exec %d: exit %d (stderr %q), want 42", i, r.code, r.stderr)
+		}
+		if code := codeOf(t, r.stderr); code != want {
+			t.Errorf("exec %d: code %q, want %q", i, code, want)
+		}
+	}
+	if n := entries(); n != 2 {
+		t.Errorf("%d entries in the cache after the execs, want 2", n)
+	}
+	// Nothing of the execs' code is left pinned once they have exited.
+	deadline := time.Now().Add(5 * time.Second)
+	for dirLen(t, filepath.Join(cacheDir, "pins")) > 0 { // the container's own went once mounted
+		if time.Now().After(deadline) {
+			des, _ := os.ReadDir(filepath.Join(cacheDir, "pins"))
+			t.Errorf("pins left after the execs: %v", des)
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

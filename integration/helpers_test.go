@@ -1539,12 +1539,24 @@ func waitEvent(t *testing.T, evs *lockedBuffer, topic, id string) {
 }
 
 func hasEvent(evs *lockedBuffer, topic, id string) bool {
-	for _, l := range strings.Split(evs.String(), "\n") {
+	return eventIndex(evs, topic, id) >= 0
+}
+
+// eventIndex is the line number of the first event of topic about id,
+// -1 if there is none.
+func eventIndex(evs *lockedBuffer, topic, id string) int {
+	for i, l := range strings.Split(evs.String(), "\n") {
 		if strings.Contains(l, " "+topic+" ") && strings.Contains(l, `"`+id+`"`) {
-			return true
+			return i
 		}
 	}
-	return false
+	return -1
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 var memoryLine = regexp.MustCompile(`memory (\d+) MiB\n`)

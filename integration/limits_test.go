@@ -8,6 +8,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 )
 
 // TestMemoryLimit: a guest that grows its memory sees memory.grow fail
@@ -54,16 +56,22 @@ func TestMemoryLimit(t *testing.T) {
 
 // TestMemoryLimitGo: a Go guest that allocates without end is refused
 // memory below the limit: Go's runtime ends it ("out of memory", status 2),
-// not the kernel's OOM killer.
+// not the kernel's OOM killer. Its exit is reported as an OOM, as a native
+// program's OOM kill is: a /tasks/oom event before its /tasks/exit, which
+// CRI turns into the reason OOMKilled; the status stays the guest's own.
 func TestMemoryLimitGo(t *testing.T) {
 	evs := watchEvents(t)
 	id, r := runNamed(t, nil, []string{"--memory-limit", strconv.Itoa(64 * mib)}, "/probe.wasm", "alloc")
 	if r.code != 2 || !strings.Contains(r.stderr, "fatal error: out of memory") || !strings.Contains(r.stdout, "allocated 16 MiB") {
 		t.Errorf("exit %d, stdout %q, stderr %.200q", r.code, r.stdout, r.stderr)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if hasEvent(evs, "/tasks/oom", id) {
-		t.Error("an OOM event for a guest kept within its limit")
+	if !strings.Contains(r.stderr, runner.OutOfMemory+"the guest failed after") || !strings.Contains(r.stderr, "refused at the container's memory limit (64 MiB)") {
+		t.Errorf("stderr does not say the guest failed out of memory: %q", lastLines(r.stderr, 3))
+	}
+	waitEvent(t, evs, "/tasks/exit", id)
+	oom, exit := eventIndex(evs, "/tasks/oom", id), eventIndex(evs, "/tasks/exit", id)
+	if oom < 0 || oom > exit {
+		t.Errorf("/tasks/oom at %d, /tasks/exit at %d; want the OOM first:\n%s", oom, exit, evs.String())
 	}
 }
 

@@ -197,6 +197,28 @@ func TestGuestConfinement(t *testing.T) {
 // it, and is reported as 128 + the signal, also after the runner went
 // through a GC. (It is sent as SIGKILL: a guest left to end by itself
 // would spin until the wait's deadline. How fast it ends is measured by the
+// TestCreatedModes: files and directories a guest creates get the modes a
+// native process's would under runc's umask (0022): 0644 and 0755,
+// whatever the guest asked for (WASI carries no mode), so that another
+// user of a shared volume can read them.
+func TestCreatedModes(t *testing.T) {
+	out := t.TempDir()
+	os.Chmod(out, 0o777)
+	r := run(t, []string{"--mount", "type=bind,src=" + out + ",dst=/out,options=rbind:rw"}, "/probe.wasm", "mkfiles", "/out")
+	if r.code != 0 || r.stdout != "made\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	for name, want := range map[string]os.FileMode{"d": 0o755, "f": 0o644, "d/f": 0o644} {
+		st, err := os.Stat(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %04o, want %04o", name, got, want)
+		}
+	}
+}
+
 // benchmark, not here.)
 func TestKill(t *testing.T) {
 	tests := []struct {

@@ -66,9 +66,6 @@ type container struct {
 type wasmContainer struct {
 	// opts are the runtime options it was created with (for its execs).
 	opts *Options
-	// entryName is the name of its module's compiled code, mounted in the
-	// container; "" if none is.
-	entryName string
 	// signal is the first terminating signal requested for its init
 	// process, 0 if none: it was sent as SIGKILL, and the exit is
 	// reported as 128 + signal.
@@ -76,6 +73,9 @@ type wasmContainer struct {
 	// init are the descriptors for the init's runner, from Create until
 	// `runc create` has returned.
 	init *runnerFiles
+	// initReport is what the init's runner says, once it has exited: its
+	// exit is reported as an OOM if its guest failed out of memory.
+	initReport *runnerReport
 	// execs are the descriptors of the runners of Wasm execs, by exec id,
 	// from Exec until `runc exec` has run (on Start) or the exec is
 	// deleted unstarted.

@@ -327,6 +327,17 @@ func (r *containers) runnerFiles(bundle, execID string) []*os.File {
 	return nil
 }
 
+// initReport returns what the runner of container id's init process (pid)
+// says, nil for a native container.
+func (r *containers) initReport(id string, pid uint32) *runnerReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.byPid(id, pid); c != nil && c.wasm != nil {
+		return c.wasm.initReport
+	}
+	return nil
+}
+
 // published maps the exit status of an event of container id's init
 // process (pid) and returns the function that records the event as out,
 // to be called once it is: exit tells an exit event from a delete event.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/cache"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/internal/runner"
 	"github.com/containerd-shim-wasm/containerd-shim-wasm/oci"
 )
@@ -23,9 +24,11 @@ import (
 // container's own entrypoint) runs in a runner of its own, like the
 // container's: the process spec is rewritten to start the runner, which
 // gets its configuration as a descriptor when `runc exec` runs it (on
-// Start). It loads the module's compiled code from the container's own
-// entry if it is the same module, and compiles it otherwise. A native
-// program, and any exec in a native container, is run as it is.
+// Start). The module is compiled through the node's compile cache, as a
+// container's entrypoint is, and its runner gets the compiled code as a
+// descriptor too (runner.CacheFD): the mounts of a running container
+// cannot change. A native program, and any exec in a native container, is
+// run as it is.
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emptypb.Empty, error) {
 	ctx = s.containers.logCtx(ctx, r.ID, r.ExecID)
 	c, ok := s.containers.get(r.ID)
@@ -36,7 +39,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 		}
 		return s.TTRPCTaskService.Exec(ctx, r)
 	}
-	proc, cfg, err := prepareExec(ctx, &c, r.Spec)
+	proc, cfg, code, err := prepareExec(ctx, &c, r.Spec)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("exec failed")
 		return nil, errgrpc.ToGRPC(err)
@@ -44,13 +47,14 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*emp
 	if cfg == nil {
 		return s.TTRPCTaskService.Exec(ctx, r)
 	}
-	spec, err := typeurl.MarshalAnyToProto(proc)
-	if err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("encode exec process: %w", err))
-	}
-	rf, err := newRunnerFiles(cfg, log.G(ctx))
+	rf, err := execRunnerFiles(cfg, code, log.G(ctx))
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
+	}
+	spec, err := typeurl.MarshalAnyToProto(proc)
+	if err != nil {
+		rf.handedOver()
+		return nil, errgrpc.ToGRPC(fmt.Errorf("encode exec process: %w", err))
 	}
 	// runc runs the process on Start; the descriptors wait for it until
 	// then, or until the exec is deleted unstarted.
@@ -108,49 +112,80 @@ func decodeProcess(a *anypb.Any) (*specs.Process, error) {
 }
 
 // prepareExec decodes an exec's process and, if it runs a Wasm module,
-// returns it rewritten to start the runner, and the runner's
-// configuration; a nil configuration if it is to run as it is.
-func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Process, *runner.Config, error) {
+// returns it rewritten to start the runner, the runner's configuration,
+// and the entry of the module's compiled code (nil if the compile cache is
+// unusable: the runner then compiles), which the caller releases; a nil
+// configuration if it is to run as it is.
+func prepareExec(ctx context.Context, c *container, a *anypb.Any) (*specs.Process, *runner.Config, *cache.Entry, error) {
 	proc, err := decodeProcess(a)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	spec, err := oci.ReadSpec(c.bundle)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	spec.Process = proc
 	ep, err := oci.Detect(c.bundle, spec)
 	if err != nil {
 		if errors.Is(err, oci.ErrBadEntrypoint) {
-			return nil, nil, fmt.Errorf("exec: %w: %w", err, errdefs.ErrInvalidArgument)
+			return nil, nil, nil, fmt.Errorf("exec: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
-		return nil, nil, fmt.Errorf("exec: %w", err)
+		return nil, nil, nil, fmt.Errorf("exec: %w", err)
 	}
 	if ep.Kind != oci.Wasm {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	cfg, err := toRunner(ep, proc, true)
 	if err != nil {
-		return nil, nil, fmt.Errorf("exec: %w", err)
+		return nil, nil, nil, fmt.Errorf("exec: %w", err)
 	}
 	cfg.Trace = c.wasm.opts.Trace
 	if err := checkEntry(ctx, ep); err != nil {
-		return nil, nil, fmt.Errorf("exec: %w", err)
+		return nil, nil, nil, fmt.Errorf("exec: %w", err)
 	}
 	entry, err := compiledModule(ctx, c.wasm.opts, ep)
 	if err != nil {
-		return nil, nil, fmt.Errorf("exec: %w", err)
+		return nil, nil, nil, fmt.Errorf("exec: %w", err)
 	}
 	if entry != nil {
-		defer entry.Release()
-	}
-	// The container has its own module's compiled code mounted; another
-	// module's cannot be mounted into a running container, so the runner
-	// compiles that one (the node's cache has it for the next container).
-	if entry != nil && entry.Name == c.wasm.entryName {
-		cfg.Cache, cfg.CacheResult = runner.CachePath, runner.CodeHit
+		cfg.Cache, cfg.CacheResult = runner.CacheFDPath, runner.CodeMiss
+		if entry.Hit {
+			cfg.CacheResult = runner.CodeHit
+		}
 	}
 	log.G(ctx).WithFields(log.Fields{"module": ep.Path, "cached": cfg.Cache != ""}).Debug("wasm exec")
-	return proc, cfg, nil
+	return proc, cfg, entry, nil
+}
+
+// execRunnerFiles makes the descriptors of an exec's runner, with the
+// directory of its module's compiled code if code is not nil, which is
+// released once the runner has exited (or never ran), or now on error.
+func execRunnerFiles(cfg *runner.Config, code *cache.Entry, logger *log.Entry) (*runnerFiles, error) {
+	release := func() {
+		if code != nil {
+			if err := code.Release(); err != nil {
+				logger.WithError(err).Warn("release compiled code")
+			}
+		}
+	}
+	rf, err := newRunnerFiles(cfg, logger)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	if code == nil {
+		return rf, nil
+	}
+	dir, err := code.Dir()
+	if err == nil {
+		err = rf.withCode(dir, release)
+	} else {
+		release()
+	}
+	if err != nil {
+		rf.handedOver()
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	return rf, nil
 }

@@ -14,6 +14,7 @@ import (
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	runctask "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/task"
 	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
@@ -134,11 +135,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
-		w := &wasmContainer{opts: opts, init: rf}
-		if prepared.entry != nil {
-			w.entryName = prepared.entry.Name
-		}
-		s.containers.setWasm(r.ID, w)
+		s.containers.setWasm(r.ID, &wasmContainer{opts: opts, init: rf, initReport: rf.report})
 	}
 	resp, err := s.TTRPCTaskService.Create(ctx, r)
 	handOver(s.containers.createReturned(r.ID))
@@ -255,11 +252,17 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return resp, nil
 }
 
-// statusPublisher rewrites the exit status in a Wasm task's /tasks/exit
-// and /tasks/delete events, as the service does in its responses, and
-// records each as out in the container's record, which ends once the
-// container is deleted and both are out (they go out in either order: see
-// containers).
+// reportTimeout bounds how long an exit event waits for what the exited
+// runner said (see runnerReport).
+const reportTimeout = time.Second
+
+// statusPublisher precedes the /tasks/exit event of a Wasm task whose
+// guest failed out of memory (a memory.grow refused at the container's
+// limit) with a /tasks/oom event; it rewrites the exit status in a Wasm
+// task's /tasks/exit and /tasks/delete events, as the service does in its
+// responses, and records each as out in the container's record, which
+// ends once the container is deleted and both are out (they go out in
+// either order: see containers).
 type statusPublisher struct {
 	shim.Publisher
 	containers *containers
@@ -270,6 +273,11 @@ func (p *statusPublisher) Publish(ctx context.Context, topic string, event event
 	switch e := event.(type) {
 	case *eventstypes.TaskExit:
 		if e.ID == e.ContainerID {
+			if p.containers.initReport(e.ContainerID, e.Pid).outOfMemory(reportTimeout) {
+				// As the kernel's OOM kill of a native process is: CRI
+				// then gives the exit the reason OOMKilled.
+				p.Publisher.Publish(ctx, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: e.ContainerID})
+			}
 			defer p.containers.published(e.ContainerID, e.Pid, &e.ExitStatus, true)()
 		}
 	case *eventstypes.TaskDelete:

@@ -135,6 +135,39 @@ type Entry struct {
 	Pin
 }
 
+// Dir returns a directory in wazero's cache directory layout holding the
+// entry's code alone (a second hard link of the pin, under pins/), for a
+// process that cannot have the pin mounted but can be given the
+// directory's descriptor (an exec's runner in a running container). It is
+// readable by any user, as the code is, and removed by Release.
+func (e *Entry) Dir() (string, error) {
+	dir := e.Path + ".dir"
+	code := filepath.Join(dir, e.Name)
+	if err := os.MkdirAll(filepath.Dir(code), 0o755); err != nil {
+		return "", fmt.Errorf("compile cache: code directory: %w", err)
+	}
+	// MkdirAll's modes are less the umask: the runner may run as any user.
+	for _, d := range []string{dir, filepath.Dir(code)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			os.RemoveAll(dir)
+			return "", fmt.Errorf("compile cache: code directory: %w", err)
+		}
+	}
+	if err := os.Link(e.Path, code); err != nil && !errors.Is(err, fs.ErrExist) {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("compile cache: code directory: %w", err)
+	}
+	return dir, nil
+}
+
+// Release removes the pin, and the directory Dir made of it, if any.
+func (e *Entry) Release() error {
+	if err := os.RemoveAll(e.Path + ".dir"); err != nil {
+		return fmt.Errorf("release cache pin: %w", err)
+	}
+	return e.Pin.Release()
+}
+
 // Compiler compiles a module into dir, in wazero's cache directory layout.
 type Compiler func(ctx context.Context, dir string) error
 

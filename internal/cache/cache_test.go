@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,6 +121,68 @@ func TestMissThenHit(t *testing.T) {
 	if tmp, _ := os.ReadDir(filepath.Join(c.Dir(), "tmp")); len(tmp) != 0 {
 		t.Errorf("staging left: %v", tmp)
 	}
+}
+
+// TestEntryDir: an entry's directory holds its code alone, at its name in
+// wazero's layout, readable by any user; Release removes it with the pin,
+// and Evict removes one left by a process that died.
+func TestEntryDir(t *testing.T) {
+	old := syscall.Umask(0o077) // Dir's modes do not depend on the umask
+	defer syscall.Umask(old)
+	c := open(t, t.TempDir(), 0, "engine-1")
+	m := module("exec", 500)
+	var calls atomic.Int32
+	e, _ := get(t, c, m, &calls)
+	dir, err := e.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := d.Info(); d.IsDir() && st.Mode().Perm() != 0o755 {
+			t.Errorf("%s: mode %04o, want 0755", p, st.Mode().Perm())
+		}
+		if !d.IsDir() {
+			files = append(files, rel(dir, p))
+		}
+		return nil
+	})
+	if len(files) != 1 || files[0] != e.Name {
+		t.Fatalf("code directory holds %q, want only %s", files, e.Name)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, e.Name)); err != nil || !bytes.Equal(b, m.code) {
+		t.Errorf("code in the directory: %v", err)
+	}
+	if again, err := e.Dir(); err != nil || again != dir {
+		t.Errorf("Dir again: %q, %v", again, err)
+	}
+	if err := e.Release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, e.Path} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there after Release", p)
+		}
+	}
+	// One left by a process that died: removed once stale.
+	e, _ = get(t, c, m, &calls)
+	if dir, err = e.Dir(); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(c.Dir(), "pins", fmt.Sprintf("%d.0033.dir", time.Now().Add(-2*staleAfter).Unix()))
+	if err := os.Rename(dir, stale); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale code directory kept: %v", err)
+	}
+	e.Release()
 }
 
 // TestBadEntries damages a cached entry in each way and checks that Get

@@ -19,6 +19,16 @@ const (
 	// (as it does on the guest's stderr), for the shim's log. The shim
 	// reads it until the runner exits.
 	ReasonFD = 4
+	// CacheFD is the descriptor on which the runner of an exec finds a
+	// directory in wazero's cache layout holding its module's compiled
+	// code, when Config.Cache is CacheFDPath: the mounts of a running
+	// container cannot change, so the shim passes it as it passes the
+	// Config. The runner closes it once the code is loaded. The directory
+	// holds that module's code alone.
+	CacheFD = 5
+	// CacheFDPath is Config.Cache for a runner given CacheFD: the
+	// directory through the runner's own procfs.
+	CacheFDPath = "/proc/self/fd/5"
 	// CachePath is where the shim mounts a Wasm container's compiled code,
 	// as the one entry of a wazero cache directory. Like the runner, it is
 	// on the container's own /dev tmpfs and never visible to the guest.
@@ -51,8 +61,9 @@ type Config struct {
 	// Listen are TCP listeners to pre-open for the guest (see ListenEnv).
 	Listen []Listener `json:"listen,omitempty"`
 	// Cache, if set, is the container path of a directory in wazero's
-	// cache layout holding the module's compiled code (CachePath): the
-	// runner loads it instead of compiling, and compiles if that fails.
+	// cache layout holding the module's compiled code (CachePath, or
+	// CacheFDPath): the runner loads it instead of compiling, and compiles
+	// if that fails.
 	Cache string `json:"cache,omitempty"`
 	// CacheResult says how the shim got the compiled code in Cache:
 	// CodeHit or CodeMiss. The runner only reports it (see Trace.Code).

@@ -20,17 +20,22 @@ import (
 )
 
 // MemoryMargin is what the runner keeps free below the container's memory
-// limit when the guest grows its linear memory: room for the runner's own
-// allocations (WASI calls, the Go heap between collections) after the
-// grow. A grow that would leave less fails: memory.grow returns -1.
+// limit when the guest grows its linear memory: room for what the runner
+// and the kernel take after the grow (the runner's Go heap between
+// collections, WASI calls, page tables), which the kernel charges to the
+// container as well. A grow that would leave less fails: memory.grow
+// returns -1. Measured (BENCHMARKS.md, "The memory guard's margin"): at
+// most 1.2 MiB was taken after a guest's last grow, so 8 MiB leaves room
+// for larger hosts' allocations.
 const MemoryMargin = 8 << 20
 
 // memoryBudget decides whether the guest's linear memory may grow, from
-// the container's memory cgroup: a grow of n bytes is allowed while the
-// cgroup's anonymous memory (the runner, its compiled code and the guest
-// memory committed so far, and any other process of the container) plus n
-// plus MemoryMargin stays within the limit. The limit is read again as
-// the guest grows, so an Update of the container's limit moves the cap.
+// the container's memory cgroup: a grow of n bytes is allowed while what
+// the cgroup holds that the kernel cannot reclaim (its usage less its file
+// pages: the runner, its compiled code, the guest memory committed so far,
+// kernel memory, and any other process of the container) plus n plus
+// MemoryMargin stays within the limit. The limit is read again as the
+// guest grows, so an Update of the container's limit moves the cap.
 // A nil budget allows every grow.
 type memoryBudget struct {
 	cg     *memoryCgroup
@@ -38,14 +43,22 @@ type memoryBudget struct {
 
 	mu        sync.Mutex
 	limit     uint64 // last read; 0: none
-	anon      uint64 // last read, plus what was committed since
+	used      uint64 // last read, plus what was committed since
 	readAt    time.Time
 	committed uint64 // linear memory committed by this runner
+	// refused counts the grows refused at the limit, refusedLimit is the
+	// limit at the last of them: see outOfMemory.
+	refused      int
+	refusedLimit uint64
+	// grownTo is used after the last grow allowed (see Trace.GrownTo).
+	grownTo uint64
 }
 
 // budgetTTL is how long a reading of the cgroup is trusted for a grow
-// that fits in it: it bounds how late a lowered limit is seen, and spares
-// guests that grow a page at a time two file reads per grow.
+// that fits in it, while the guest runs: it bounds how late a lowered
+// limit is seen, and spares guests that grow a page at a time three file
+// reads per grow. What the runner itself takes before the guest runs
+// (loading the module) is read anew: see started.
 const budgetTTL = 100 * time.Millisecond
 
 // newMemoryBudget returns the budget of the memory cgroup this process is
@@ -72,23 +85,23 @@ func newMemoryBudget(mounts []*mountinfo.Info) *memoryBudget {
 	return b
 }
 
-// refresh reads the limit and the anonymous memory. Called with mu held.
+// refresh reads the limit and the memory used. Called with mu held.
 func (b *memoryBudget) refresh() error {
 	limit, err := b.cg.limit()
 	if err != nil {
 		return err
 	}
-	anon, err := b.cg.anon()
+	used, err := b.cg.used()
 	if err != nil {
 		return err
 	}
-	b.limit, b.anon, b.readAt = limit, anon, time.Now()
+	b.limit, b.used, b.readAt = limit, used, time.Now()
 	return nil
 }
 
 // fits reports whether need more bytes of memory fit. Called with mu held.
 func (b *memoryBudget) fits(need uint64) bool {
-	return b.limit == 0 || b.anon+need+b.margin <= b.limit
+	return b.limit == 0 || b.used+need+b.margin <= b.limit
 }
 
 // allow reports whether the guest may commit n more bytes, needing need
@@ -106,10 +119,52 @@ func (b *memoryBudget) allow(n, need uint64) bool {
 		}
 	}
 	if !b.fits(need) {
+		b.refusedLocked()
 		return false
 	}
 	b.count(n)
+	b.grownTo = b.used
 	return true
+}
+
+// refuse records a grow the container's memory cgroup could not take
+// although the budget allowed it (the kernel's charge is more than the
+// budget reads).
+func (b *memoryBudget) refuse() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refusedLocked()
+}
+
+// refusedLocked records a grow refused at the limit. Called with mu held.
+func (b *memoryBudget) refusedLocked() {
+	b.refused++
+	b.refusedLimit = b.limit
+}
+
+// OutOfMemory begins the line a runner writes on its reason pipe (and the
+// guest's stderr) when its guest fails after a memory.grow was refused at
+// the container's memory limit: the shim reports the container's exit as
+// an OOM (a /tasks/oom event before the exit), as the kernel's OOM kill
+// of a native process is.
+const OutOfMemory = "containerd-shim-wasm: out of memory: "
+
+// outOfMemory returns the OutOfMemory line for a guest that failed, if a
+// grow was refused at the limit while it ran.
+func (b *memoryBudget) outOfMemory() (string, bool) {
+	if b == nil {
+		return "", false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.refused == 0 {
+		return "", false
+	}
+	return fmt.Sprintf("%sthe guest failed after %d memory.grow(s) refused at the container's memory limit (%d MiB)",
+		OutOfMemory, b.refused, b.refusedLimit>>20), true
 }
 
 // checkInitial fails if need bytes, the minimum sizes of the module's
@@ -166,7 +221,29 @@ func (b *memoryBudget) check(need uint64, what string) error {
 		return nil
 	}
 	return fmt.Errorf("%s does not fit in the container's memory limit (%d MiB) with the %d MiB the container uses and a margin of %d MiB",
-		what, b.limit>>20, b.anon>>20, b.margin>>20)
+		what, b.limit>>20, b.used>>20, b.margin>>20)
+}
+
+// traced fills what a Trace tells of the budget.
+func (b *memoryBudget) traced(t *Trace) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t.GrownTo, t.Refused = b.grownTo, b.refused
+}
+
+// started has the next grow read the cgroup anew: loading the module took
+// memory (its compiled code, its decoding) that no reading before holds.
+// Called as the guest starts.
+func (b *memoryBudget) started() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.readAt = time.Time{}
 }
 
 // add counts n bytes committed without asking.
@@ -181,7 +258,7 @@ func (b *memoryBudget) add(n uint64) {
 
 // count counts n bytes committed. Called with mu held.
 func (b *memoryBudget) count(n uint64) {
-	b.anon += n
+	b.used += n
 	b.committed += n
 	b.setGoLimit()
 }
@@ -194,7 +271,7 @@ func (b *memoryBudget) release(n uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.committed -= min(n, b.committed)
-	b.anon -= min(n, b.anon)
+	b.used -= min(n, b.used)
 }
 
 // setGoLimit keeps the runner's Go heap (a soft limit: the collector works
@@ -217,18 +294,43 @@ const unlimited = 1 << 62
 type memoryCgroup struct {
 	// limitFile is memory.limit_in_bytes (v1) or memory.max (v2).
 	limitFile string
-	// statFile is memory.stat; anonKey its anonymous memory line: the
-	// hierarchy's total_rss (v1) or anon (v2).
-	statFile, anonKey string
+	// usageFile is memory.usage_in_bytes (v1) or memory.current (v2):
+	// everything the kernel charges to the cgroup, its own memory
+	// included.
+	usageFile string
+	// statFile is memory.stat, whose fileKeys lines are the file pages of
+	// the hierarchy (which the kernel reclaims before it fails a charge):
+	// total_active_file and total_inactive_file (v1), active_file and
+	// inactive_file (v2).
+	statFile string
+	fileKeys [2]string
+}
+
+// v1Memory and v2Memory are the files of the memory cgroup at dir.
+func v1Memory(dir string) *memoryCgroup {
+	return &memoryCgroup{
+		limitFile: path.Join(dir, "memory.limit_in_bytes"),
+		usageFile: path.Join(dir, "memory.usage_in_bytes"),
+		statFile:  path.Join(dir, "memory.stat"),
+		fileKeys:  [2]string{"total_active_file", "total_inactive_file"},
+	}
+}
+
+func v2Memory(dir string) *memoryCgroup {
+	return &memoryCgroup{
+		limitFile: path.Join(dir, "memory.max"),
+		usageFile: path.Join(dir, "memory.current"),
+		statFile:  path.Join(dir, "memory.stat"),
+		fileKeys:  [2]string{"active_file", "inactive_file"},
+	}
 }
 
 // limit returns the cgroup's memory limit, 0 if it has none.
 func (c *memoryCgroup) limit() (uint64, error) {
-	data, err := os.ReadFile(c.limitFile)
+	s, err := readTrimmed(c.limitFile)
 	if err != nil {
 		return 0, err
 	}
-	s := strings.TrimSpace(string(data))
 	if s == "max" {
 		return 0, nil
 	}
@@ -242,19 +344,44 @@ func (c *memoryCgroup) limit() (uint64, error) {
 	return n, nil
 }
 
-// anon returns the cgroup's anonymous memory in bytes.
-func (c *memoryCgroup) anon() (uint64, error) {
+// used returns what the cgroup holds that the kernel cannot reclaim, in
+// bytes: its usage less its file pages.
+func (c *memoryCgroup) used() (uint64, error) {
+	s, err := readTrimmed(c.usageFile)
+	if err != nil {
+		return 0, err
+	}
+	usage, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", c.usageFile, err)
+	}
 	data, err := os.ReadFile(c.statFile)
 	if err != nil {
 		return 0, err
 	}
+	var file uint64
+	found := 0
 	for line := range bytes.Lines(data) {
 		k, v, ok := strings.Cut(strings.TrimSpace(string(line)), " ")
-		if ok && k == c.anonKey {
-			return strconv.ParseUint(v, 10, 64)
+		if ok && (k == c.fileKeys[0] || k == c.fileKeys[1]) {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %s: %w", c.statFile, k, err)
+			}
+			file += n
+			found++
 		}
 	}
-	return 0, fmt.Errorf("%s has no %s", c.statFile, c.anonKey)
+	if found != 2 {
+		return 0, fmt.Errorf("%s has no %s or %s", c.statFile, c.fileKeys[0], c.fileKeys[1])
+	}
+	return usage - min(file, usage), nil
+}
+
+// readTrimmed reads a one-line file.
+func readTrimmed(name string) (string, error) {
+	data, err := os.ReadFile(name)
+	return strings.TrimSpace(string(data)), err
 }
 
 // findMemoryCgroup finds the memory cgroup of a process from its
@@ -273,11 +400,7 @@ func findMemoryCgroup(cgroupFile io.Reader, mounts []*mountinfo.Info) (*memoryCg
 		switch {
 		case haveV1 && m.FSType == "cgroup" && hasOption(m.VFSOptions, "memory"):
 			if dir, ok := under(m.Mountpoint, m.Root, v1Path); ok {
-				return &memoryCgroup{
-					limitFile: path.Join(dir, "memory.limit_in_bytes"),
-					statFile:  path.Join(dir, "memory.stat"),
-					anonKey:   "total_rss",
-				}, nil
+				return v1Memory(dir), nil
 			}
 		case haveV2 && m.FSType == "cgroup2" && v2Dir == "":
 			if dir, ok := under(m.Mountpoint, m.Root, v2Path); ok {
@@ -288,11 +411,7 @@ func findMemoryCgroup(cgroupFile io.Reader, mounts []*mountinfo.Info) (*memoryCg
 	if v2Dir == "" {
 		return nil, nil
 	}
-	return &memoryCgroup{
-		limitFile: path.Join(v2Dir, "memory.max"),
-		statFile:  path.Join(v2Dir, "memory.stat"),
-		anonKey:   "anon",
-	}, nil
+	return v2Memory(v2Dir), nil
 }
 
 // under returns where cgroup cg is found in a cgroup mount of root at

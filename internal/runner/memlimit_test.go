@@ -3,7 +3,6 @@ package runner
 import (
 	"math"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -38,18 +37,13 @@ func TestFindMemoryCgroup(t *testing.T) {
 		name, cgroup, mountinfo string
 		want                    *memoryCgroup
 	}{
-		{"v1 in a container", v1Cgroup, v1Container, &memoryCgroup{
-			"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.stat", "total_rss"}},
-		{"v1 host view", v1Cgroup, v1Host, &memoryCgroup{
-			"/sys/fs/cgroup/memory/default/c1/memory.limit_in_bytes", "/sys/fs/cgroup/memory/default/c1/memory.stat", "total_rss"}},
-		{"v2 with a cgroup namespace", v2NSCgroup, v2NS, &memoryCgroup{
-			"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.stat", "anon"}},
-		{"v2 host view", v2HostCgroup, v2Host, &memoryCgroup{
-			"/sys/fs/cgroup/kubepods/pod1/c1/memory.max", "/sys/fs/cgroup/kubepods/pod1/c1/memory.stat", "anon"}},
+		{"v1 in a container", v1Cgroup, v1Container, v1Memory("/sys/fs/cgroup/memory")},
+		{"v1 host view", v1Cgroup, v1Host, v1Memory("/sys/fs/cgroup/memory/default/c1")},
+		{"v2 with a cgroup namespace", v2NSCgroup, v2NS, v2Memory("/sys/fs/cgroup")},
+		{"v2 host view", v2HostCgroup, v2Host, v2Memory("/sys/fs/cgroup/kubepods/pod1/c1")},
 		{"v1 cgroup of another mount", "4:memory:/other\n", v1Container, nil},
 		{"no cgroup mounts", v1Cgroup, "1 0 8:1 / / rw - overlay overlay rw\n", nil},
-		{"escaped mount point", "0::/a\n", `40 1 0:40 / /mnt/cg\040x rw - cgroup2 cgroup2 rw` + "\n", &memoryCgroup{
-			"/mnt/cg x/a/memory.max", "/mnt/cg x/a/memory.stat", "anon"}},
+		{"escaped mount point", "0::/a\n", `40 1 0:40 / /mnt/cg\040x rw - cgroup2 cgroup2 rw` + "\n", v2Memory("/mnt/cg x/a")},
 		{"root prefix is not a path prefix", "4:memory:/default/c10\n", v1Container, nil},
 	}
 	for _, tt := range tests {
@@ -74,18 +68,21 @@ type fakeCgroup struct {
 
 func newFakeCgroup(t *testing.T, v2 bool) *fakeCgroup {
 	dir := t.TempDir()
-	f := &fakeCgroup{t: t, dir: dir, cg: &memoryCgroup{
-		limitFile: filepath.Join(dir, "memory.limit_in_bytes"), statFile: filepath.Join(dir, "memory.stat"), anonKey: "total_rss"}}
+	f := &fakeCgroup{t: t, dir: dir, cg: v1Memory(dir)}
 	if v2 {
-		f.cg = &memoryCgroup{limitFile: filepath.Join(dir, "memory.max"), statFile: filepath.Join(dir, "memory.stat"), anonKey: "anon"}
+		f.cg = v2Memory(dir)
 	}
 	return f
 }
 
-func (f *fakeCgroup) set(limit string, anon uint64) {
+// set writes the limit and what is used: the usage is used plus 3 MiB of
+// file pages (which the budget does not count), as the kernel would show
+// it.
+func (f *fakeCgroup) set(limit string, used uint64) {
+	const file = 3 << 20
 	os.WriteFile(f.cg.limitFile, []byte(limit+"\n"), 0o644)
-	key := f.cg.anonKey
-	stat := "cache 100\nrss 1\n" + key + " " + strconv.FormatUint(anon, 10) + "\nshmem 0\n"
+	os.WriteFile(f.cg.usageFile, []byte(strconv.FormatUint(used+file, 10)+"\n"), 0o644)
+	stat := "cache 100\nrss 1\n" + f.cg.fileKeys[0] + " " + strconv.Itoa(file-4096) + "\nshmem 0\n" + f.cg.fileKeys[1] + " 4096\n"
 	if err := os.WriteFile(f.cg.statFile, []byte(stat), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
@@ -93,7 +90,7 @@ func (f *fakeCgroup) set(limit string, anon uint64) {
 
 func u(n uint64) string { return strconv.FormatUint(n, 10) }
 
-// TestMemoryBudget: the fake cgroup's anonymous memory is set as the
+// TestMemoryBudget: the fake cgroup's memory in use is set as the
 // kernel's would be, committed pages included.
 func TestMemoryBudget(t *testing.T) {
 	defer debug.SetMemoryLimit(math.MaxInt64)
@@ -108,9 +105,33 @@ func TestMemoryBudget(t *testing.T) {
 			if !b.allow(30*mib, 30*mib) {
 				t.Fatal("20 + 30 + 8 MiB refused under 64 MiB")
 			}
+			if msg, oom := b.outOfMemory(); oom {
+				t.Errorf("out of memory with no grow refused: %q", msg)
+			}
+			var tr Trace
+			if b.traced(&tr); tr.GrownTo != 50*mib || tr.Refused != 0 {
+				t.Errorf("traced grown to %d MiB, %d refused; want 50 MiB, 0", tr.GrownTo/mib, tr.Refused)
+			}
+			// What the runner took loading the module is read as the
+			// guest starts, however recent the last reading.
+			f.set(u(64*mib), 50*mib)
+			if !b.allow(mib, mib) {
+				t.Fatal("a grow within the last reading refused")
+			}
+			b.started()
+			if b.allow(7*mib, 7*mib) {
+				t.Fatal("50 + 7 + 8 MiB allowed under 64 MiB once the guest started")
+			}
+			b.refused = 0
+			b.release(mib) // the grow allowed above
+			b.readAt = time.Time{}
 			f.set(u(64*mib), 50*mib)
 			if b.allow(7*mib, 7*mib) {
 				t.Fatal("50 + 7 + 8 MiB allowed under 64 MiB")
+			}
+			want := OutOfMemory + "the guest failed after 1 memory.grow(s) refused at the container's memory limit (64 MiB)"
+			if msg, oom := b.outOfMemory(); !oom || msg != want {
+				t.Errorf("after a refused grow: %q, %v; want %q", msg, oom, want)
 			}
 			if !b.allow(6*mib, 6*mib) {
 				t.Fatal("50 + 6 + 8 MiB refused")
@@ -154,6 +175,9 @@ func TestMemoryBudget(t *testing.T) {
 	if !none.allow(1<<40, 1<<40) {
 		t.Error("a nil budget refused")
 	}
+	if _, oom := none.outOfMemory(); oom {
+		t.Error("out of memory without a budget")
+	}
 }
 
 func TestMmapMemoryBudget(t *testing.T) {
@@ -192,7 +216,7 @@ func TestCheckLoad(t *testing.T) {
 	tests := []struct {
 		name          string
 		limit         string
-		anon          uint64
+		used          uint64
 		module, code  uint64
 		wantErr       bool
 		wantInMessage []string
@@ -205,7 +229,7 @@ func TestCheckLoad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeCgroup(t, true)
-			f.set(tt.limit, tt.anon)
+			f.set(tt.limit, tt.used)
 			b := &memoryBudget{cg: f.cg, margin: 8 * mib}
 			err := b.checkLoad(tt.module, tt.code)
 			if (err != nil) != tt.wantErr {

@@ -133,6 +133,9 @@ func (m *mmapMemory) Reallocate(size uint64) []byte {
 			unix.Mprotect(grow, unix.PROT_NONE)
 			unix.Madvise(grow, unix.MADV_DONTNEED)
 			m.budget.release(n)
+			if errors.Is(err, unix.ENOMEM) {
+				m.budget.refuse()
+			}
 			return nil
 		}
 		m.committed = end

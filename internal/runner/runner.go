@@ -67,7 +67,14 @@ func Main() int {
 	// runc keeps only stdio and the preserved descriptors open across
 	// exec, but a runner must not trust that: a leaked descriptor is a way
 	// out.
-	if err := closeInherited(reason); err != nil {
+	var keep []int
+	if reason != nil {
+		keep = append(keep, int(reason.Fd()))
+	}
+	if cfg.Cache == CacheFDPath {
+		keep = append(keep, CacheFD)
+	}
+	if err := closeInherited(keep...); err != nil {
 		return fail("close inherited descriptors: %v", err)
 	}
 	if cfg.Exec {
@@ -88,6 +95,9 @@ func Main() int {
 		return fail("%v", err)
 	}
 	env := runEnv{budget: newMemoryBudget(mounts)}
+	if cfg.Cache == CacheFDPath {
+		env.loaded = func() { unix.Close(CacheFD) }
+	}
 	if reason != nil {
 		env.reason = reason
 	}
@@ -147,10 +157,10 @@ func readConfig() (*Config, error) {
 	return DecodeConfig(io.NewSectionReader(f, 0, st.Size))
 }
 
-// closeInherited closes every descriptor above stdio but keep (if not nil)
+// closeInherited closes every descriptor above stdio but those of keep
 // and the Go runtime's own poller (an eventpoll and an eventfd, which
 // reach no file).
-func closeInherited(keep *os.File) error {
+func closeInherited(keep ...int) error {
 	d, err := os.Open("/proc/self/fd")
 	if err != nil {
 		return err
@@ -163,7 +173,7 @@ func closeInherited(keep *os.File) error {
 	}
 	for _, name := range names {
 		fd, err := strconv.Atoi(name)
-		if err != nil || fd < 3 || fd == self || keep != nil && fd == int(keep.Fd()) {
+		if err != nil || fd < 3 || fd == self || slices.Contains(keep, fd) {
 			continue
 		}
 		target, err := os.Readlink("/proc/self/fd/" + name)
@@ -178,7 +188,8 @@ func closeInherited(keep *os.File) error {
 // denylist builds the guest's Denylist: the kernel interface file systems
 // of this mount namespace (mounts, from its /proc/self/mountinfo), the
 // runner's own binary, the directory of the compiled code, if any, and the
-// cgroup mount and the module the shim added, if any.
+// container's compiled code, cgroup mount and module the shim added, if
+// any.
 func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
 	deny := NewDenylist(mounts)
 	var st unix.Stat_t
@@ -192,7 +203,7 @@ func denylist(mounts []*mountinfo.Info, cache string) (*Denylist, error) {
 		}
 		deny.DenyFile(st.Dev, st.Ino, cache)
 	}
-	for _, p := range []string{CgroupPath, ModulePath} {
+	for _, p := range []string{CachePath, CgroupPath, ModulePath} { // an exec's cache is not the container's
 		if err := unix.Stat(p, &st); err == nil {
 			deny.DenyFile(st.Dev, st.Ino, p)
 		}
@@ -218,6 +229,9 @@ type runEnv struct {
 	// reason, if not nil, gets why the guest could not run or failed (a
 	// trap), as stderr does: for the shim's log.
 	reason io.Writer
+	// loaded, if not nil, is called once the module's code is loaded or
+	// compiled: what was kept open for loading it can be closed.
+	loaded func()
 }
 
 func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio, re runEnv) int {
@@ -233,7 +247,10 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		return status
 	}
 	if trace != nil {
-		defer trace.write(stdio.Stderr)
+		defer func() {
+			budget.traced(trace)
+			trace.write(stdio.Stderr)
+		}()
 	} else {
 		trace = &Trace{} // timed, not written
 	}
@@ -258,6 +275,9 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		}
 	}
 	rt, compiled, cached, err := compile(ctx, cfg, bin, stdio.Stderr)
+	if re.loaded != nil {
+		re.loaded()
+	}
 	if rt != nil {
 		defer rt.Close(ctx)
 	}
@@ -328,10 +348,16 @@ func run(ctx context.Context, cfg *Config, root experimentalsys.FS, stdio Stdio,
 		debug.FreeOSMemory()
 	}
 	defer phase(&trace.Run)
+	budget.started()
 	_, err = mod.ExportedFunction(cfg.Func).Call(ctx)
 	status, msg := ExitStatus(err)
 	if msg != "" {
 		report(msg)
+	}
+	if status != 0 {
+		if oom, ok := budget.outOfMemory(); ok {
+			report(oom)
+		}
 	}
 	return status
 }
@@ -462,7 +488,9 @@ func resolver(root experimentalsys.FS) func(string) string {
 // with one module's compiled code); 0 if it cannot be read.
 func dirSize(dir string) uint64 {
 	var n uint64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+	// The trailing slash has a symlink to the directory (CacheFDPath)
+	// followed.
+	filepath.WalkDir(dir+"/", func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
 				n += uint64(fi.Size())

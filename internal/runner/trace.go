@@ -41,6 +41,13 @@ type Trace struct {
 	// Code is where the compiled code came from: CodeHit, CodeMiss or
 	// CodeCompiled.
 	Code string `json:"code"`
+	// GrownTo is the container's memory in use, as the memory guard
+	// counted it, after the guest's last grow it allowed (0: none, or no
+	// limit); Refused is how many grows it refused. Against the
+	// container's peak usage, GrownTo tells what the runner and the
+	// kernel took past the guard's count (see MemoryMargin).
+	GrownTo uint64 `json:"grown_to_bytes,omitempty"`
+	Refused int    `json:"refused,omitempty"`
 
 	last time.Time
 }

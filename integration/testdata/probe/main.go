@@ -47,6 +47,11 @@ func main() {
 		b, err := os.ReadFile(args[0])
 		check(err)
 		fmt.Printf("wrote %s\n", b)
+	case "mkfiles": // DIR: make DIR/d and the files DIR/f and DIR/d/f, asking for 0700 and 0600
+		check(os.Mkdir(args[0]+"/d", 0o700))
+		check(os.WriteFile(args[0]+"/f", []byte("f"), 0o600))
+		check(os.WriteFile(args[0]+"/d/f", []byte("d/f"), 0o600))
+		fmt.Println("made")
 	case "to": // write TEXT to PATH, as a program writing its output to a named file
 		check(os.WriteFile(args[0], []byte(args[1]), 0o644))
 	case "stdin":
