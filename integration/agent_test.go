@@ -24,7 +24,12 @@ func startAgent(t *testing.T, c *criEnv) (*exec.Cmd, *lockedBuffer) {
 		}
 	}
 	out := &lockedBuffer{}
-	cmd := exec.Command(bin, "agent", "--containerd-socket", c.address)
+	// As in the DaemonSet's pod, the agent sees neither containerd's root
+	// nor its state (a pod has the node's "/" at /host, not at containerd's
+	// paths): only its socket.
+	hide := `mount -t tmpfs none "$ROOT" && mount -t tmpfs none "$STATE" && exec "$@"`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh", bin, "agent", "--containerd-socket", c.address)
+	cmd.Env = append(os.Environ(), "ROOT="+filepath.Join(c.dir, "root"), "STATE="+filepath.Join(c.dir, "state"))
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

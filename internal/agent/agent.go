@@ -9,6 +9,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -271,13 +272,13 @@ func (a *Agent) unclaim(target string) {
 }
 
 // process is what a container of an image runs, as CRI makes it of the
-// image's config when the pod gives no command.
+// image's config when the pod gives no command: its args, environment and
+// working directory. The user is left out: finding the entrypoint does not
+// depend on it, and reading it (oci.WithImageConfig) mounts the image's
+// snapshot at containerd's own paths, which the agent's pod does not have.
 type process struct {
 	args, env []string
 	cwd       string
-	// imageConfig: the config is an image config, which
-	// oci.WithImageConfig reads (an artifact's is not).
-	imageConfig bool
 }
 
 // placeholderArg0 stands for a command a Wasm image's config lacks: the
@@ -311,7 +312,7 @@ func imageProcess(ctx context.Context, img containerd.Image) (*process, error) {
 			}
 			args = []string{placeholderArg0}
 		}
-		return &process{args: args, imageConfig: true}, nil
+		return &process{args: args, env: c.Config.Env, cwd: cmp.Or(c.Config.WorkingDir, "/")}, nil
 	case desc.MediaType == image.MediaTypeWasmConfig:
 		var c image.WasmConfig
 		if err := json.Unmarshal(b, &c); err != nil {
@@ -353,14 +354,10 @@ func (a *Agent) compile(ctx context.Context, img containerd.Image, p *process) (
 	rand.Read(b[:])
 	id := containerPrefix + hex.EncodeToString(b[:])
 	h := a.cfg.Handler
-	var specOpts []oci.SpecOpts
-	if p.imageConfig {
-		specOpts = append(specOpts, oci.WithImageConfig(img)) // environment, working directory, user
-	} else {
-		specOpts = append(specOpts, oci.WithEnv(p.env), oci.WithProcessCwd(p.cwd))
+	specOpts := []oci.SpecOpts{
+		oci.WithEnv(p.env), oci.WithProcessCwd(p.cwd), oci.WithProcessArgs(p.args...),
+		oci.WithAnnotations(map[string]string{CompileOnlyAnnotation: "true"}),
 	}
-	specOpts = append(specOpts, oci.WithProcessArgs(p.args...),
-		oci.WithAnnotations(map[string]string{CompileOnlyAnnotation: "true"}))
 	opts := []containerd.NewContainerOpts{containerd.WithImage(img)}
 	if h.Snapshotter != "" {
 		opts = append(opts, containerd.WithSnapshotter(h.Snapshotter))
