@@ -146,3 +146,46 @@ func TestCRIOperate(t *testing.T) {
 		t.Fatalf("RemovePodSandbox: %v", err)
 	}
 }
+
+// TestCRIOOMKilled: a Wasm container that dies out of memory is shown as
+// OOMKilled, as a native one is, whether its guest failed after the
+// runner refused a grow at the limit (its own status: Go's 2) or the
+// kernel killed the runner (137).
+func TestCRIOOMKilled(t *testing.T) {
+	c := startCRI(t)
+	podID, podCfg := c.pod(t, "oom", "wasm")
+	for _, tt := range []struct {
+		name string
+		args []string
+		code int32
+	}{
+		{"guest-out-of-memory", []string{"alloc"}, 2},
+		{"kernel-oom-kill", []string{"bigpath", "16"}, 137},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := c.containerConfig(t, podID, podCfg, &cri.ContainerConfig{
+				Metadata: &cri.ContainerMetadata{Name: tt.name},
+				Image:    &cri.ImageSpec{Image: e.imageName},
+				Command:  []string{"/probe.wasm"},
+				Args:     tt.args,
+				LogPath:  tt.name + ".log",
+				Linux:    &cri.LinuxContainerConfig{Resources: &cri.LinuxContainerResources{MemoryLimitInBytes: 64 * mib}},
+			})
+			st := c.waitExit(t, id)
+			// CRI handles the OOM event and the exit in turn: the reason
+			// may follow the exit by a moment.
+			deadline := time.Now().Add(10 * time.Second)
+			for st.Reason != "OOMKilled" && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				resp, err := c.rt.ContainerStatus(context.Background(), &cri.ContainerStatusRequest{ContainerId: id})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st = resp.Status
+			}
+			if st.Reason != "OOMKilled" || st.ExitCode != tt.code {
+				t.Errorf("reason %q, exit %d; want OOMKilled, %d (message %q)", st.Reason, st.ExitCode, tt.code, st.Message)
+			}
+		})
+	}
+}
