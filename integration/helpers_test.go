@@ -677,6 +677,7 @@ var matrixTests = []string{
 	"TestContainerdRestart", // containerd restarted under running containers
 	"TestCRIPod",            // a pod mixing Wasm and native containers, one shim, stop and remove
 	"TestCRIOperate",        // CRI exec, stats and update
+	"TestCRIOOMKilled",      // OOMKilled for a guest out of memory and a kernel OOM kill
 	"TestWasmImagesCRI",     // Wasm artifacts and layers pulled from a registry through CRI
 	"TestAgent",             // the node agent compiling pulled images through that release
 	"TestWasmVariantCRI",    // one image name: native under runc, Wasm under wasm
