@@ -8,6 +8,7 @@
 #   make fuzz   each fuzz target for FUZZTIME (2m); make test runs each for 300 inputs
 #   make bench  start-up, throughput and memory against native runc, into BENCHMARKS.md
 #   make bench-releases  start-up on every containerd release, printed
+#   make kube   the kubelet lane: a one-node Kubernetes against the primary containerd
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -25,8 +26,15 @@ export PATH := $(BIN):$(TOOLBIN):$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION):$(PATH
 it_env = CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(1) WASM_SHIM_BIN=$(BIN)/containerd-shim-wasm-v1 PROGRAMS_DIR=$(PROGRAMS)
 # Real WASI programs built from Debian and npm packages (scripts/build-programs.sh).
 PROGRAMS := $(CURDIR)/.tools/programs
+# The kubelet lane's Kubernetes (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kubectl, kubeadm) and etcd, built from the Go
+# module proxy into .tools/kubernetes/VERSION once (scripts/build-kubernetes.sh).
+KUBERNETES_VERSION := v1.34.4
+ETCD_VERSION       := v3.6.17
+KUBE_ROOT          := $(CURDIR)/.tools/kubernetes
+KUBE_DIR           := $(KUBE_ROOT)/$(KUBERNETES_VERSION)
 
-.PHONY: all build deps packages programs containerd demo fuzz fuzz-short test unit integration matrix lint clean bench bench-releases release
+.PHONY: all build deps packages programs containerd kubernetes demo fuzz fuzz-short test unit integration matrix kube lint clean bench bench-releases release
 
 all: build
 
@@ -39,7 +47,8 @@ deps: packages containerd programs $(TOOLBIN)/wazero
 
 # runc runs every container; wat2wasm (wabt) builds the tests' small modules;
 # the CNI plugins give the CRI tests' pods their network; clang, wasi-libc,
-# rustc and npm build and fetch the real programs (programs).
+# rustc and npm build and fetch the real programs (programs); busybox-static
+# is the kubelet lane's native image, and kubelet writes iptables chains.
 packages:
 	@missing=""; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
@@ -52,6 +61,8 @@ packages:
 	[ -x /usr/bin/rustc ] || missing="$$missing rustc"; \
 	ls /usr/lib/rustlib/wasm32-wasi >/dev/null 2>&1 || missing="$$missing libstd-rust-dev-wasm32"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -63,6 +74,15 @@ containerd: $(foreach v,$(CONTAINERD_VERSION) $(CONTAINERD_MATRIX),$(CONTAINERD_
 $(CONTAINERD_ROOT)/%/.built:
 	@echo "building containerd $* into $(CONTAINERD_ROOT)/$*"
 	GO=$(GO) ./scripts/build-containerd.sh $* $(CONTAINERD_ROOT)/$*
+	touch $@
+
+# Kubernetes and etcd for the kubelet lane (about 20 minutes on 2 cores the
+# first time); the stamp names both versions, so a change of either builds
+# again.
+kubernetes: $(KUBE_DIR)/.built-etcd-$(ETCD_VERSION)
+$(KUBE_DIR)/.built-etcd-$(ETCD_VERSION):
+	@echo "building Kubernetes $(KUBERNETES_VERSION) and etcd $(ETCD_VERSION) into $(KUBE_DIR)"
+	GO=$(GO) ETCD_VERSION=$(ETCD_VERSION) ./scripts/build-kubernetes.sh $(KUBERNETES_VERSION) $(KUBE_DIR)
 	touch $@
 
 # The real programs of TestRealPrograms, built once into $(PROGRAMS)
@@ -111,6 +131,15 @@ matrix:
 		echo "== integration tests on containerd $$v (matrix subset)"; \
 		INTEGRATION_MATRIX=1 $(call it_env,$$v) $(GO) test -count=1 -timeout 20m ./integration/ || exit 1; \
 	done
+
+# The kubelet lane (integration/kube): a one-node cluster on the primary
+# containerd release, the handler installed by deploy/kubernetes's DaemonSet
+# through a kustomize overlay, tests through the API server. KEEP_LANE=1
+# keeps its directory and logs.
+kube: packages build kubernetes $(CONTAINERD_ROOT)/$(CONTAINERD_VERSION)/.built
+	KUBE_DIR=$(KUBE_DIR) CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION) \
+		$(GO) test -count=1 -timeout 45m -v ./integration/kube/ 2>&1 | \
+		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}
 
 # A benchmark, not a test: it never fails on speed. BENCH_RUNS and
 # BENCH_TASKS scale it down (see integration/bench_test.go).
