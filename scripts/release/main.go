@@ -95,8 +95,16 @@ func release(out, repo string) error {
 		return err
 	}
 	fmt.Printf("release %s in %s: %d files, image %s\n", version, out, len(names), ref)
+	// deploy/kubernetes names the image by the repository's :latest; a
+	// release is tagged with its version, which the overlay names.
+	fmt.Printf("push it, then apply deploy/kubernetes with a kustomize overlay naming it (README, Install on a cluster):\n"+
+		"  images:\n  - name: %s\n    newName: <your registry>/installer\n    newTag: %s\n", shippedImage, tag(version))
 	return nil
 }
+
+// shippedImage is the installer's image as deploy/kubernetes's manifests
+// name it (with the tag latest).
+const shippedImage = "ghcr.io/containerd-shim-wasm/installer"
 
 func sortedArches() []string {
 	var out []string
