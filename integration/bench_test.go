@@ -38,7 +38,7 @@ import (
 // BENCH_RUNS (default 20) is the number of timed runs of each latency
 // workload; BENCH_TASKS (default 500) the tasks of each throughput run.
 //
-// BENCH_ONLY (latency, breakdown, cpu, memory, throughput, server, programs or pull) runs one part, for
+// BENCH_ONLY (latency, breakdown, cpu, memory, throughput, server, programs, pull, exec or margin) runs one part, for
 // profiling; the report then covers that part only and is not written.
 func TestBench(t *testing.T) {
 	b := newBench(t)
@@ -46,7 +46,7 @@ func TestBench(t *testing.T) {
 	for _, part := range []struct {
 		name string
 		run  func(*testing.T)
-	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}, {"programs", b.programs}, {"pull", b.pulls}} {
+	}{{"latency", b.latency}, {"breakdown", b.breakdown}, {"cpu", b.cpu}, {"memory", b.memory}, {"throughput", b.throughput}, {"server", b.servers}, {"programs", b.programs}, {"pull", b.pulls}, {"exec", b.execs}, {"margin", b.margins}} {
 		if only == "" || only == part.name {
 			part.run(t)
 		}
@@ -91,6 +91,8 @@ type bench struct {
 	tput       []tputRow
 	server     []serverRow
 	pull       pullResult
+	exec       execResult
+	margin     []marginRow
 	// the programs part: Yosys's compiled code and compile peak
 	compiledSize, compilePeak int64
 	notes                     []string
@@ -170,6 +172,10 @@ func newBench(t *testing.T) *bench {
 	if err != nil {
 		t.Fatal(err)
 	}
+	grow, err := os.ReadFile(filepath.Join(e.fixtures, "grow.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	server, err := os.ReadFile(filepath.Join(e.fixtures, "http-server.wasm"))
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +200,7 @@ func newBench(t *testing.T) *bench {
 		{Path: "/tiny.wasm", Data: tiny, Mode: 0o644},
 		{Path: "/hello-go.wasm", Data: goHello, Mode: 0o644},
 		{Path: "/probe.wasm", Data: probe, Mode: 0o644},
+		{Path: "/grow.wasm", Data: grow, Mode: 0o644},
 		{Path: "/pause", Data: pause, Mode: 0o755},
 		{Path: "/http-server.wasm", Data: server, Mode: 0o644},
 		{Path: "/http-server", Data: nativeServer, Mode: 0o755},
@@ -645,12 +652,14 @@ func (b *bench) printPart(t *testing.T, part string) {
 		for _, r := range b.tput {
 			t.Logf("%-12s p=%-3d %.2f tasks/s", r.key, r.parallel, r.perSec)
 		}
-	case "server", "programs", "pull":
+	case "server", "programs", "pull", "exec", "margin":
 		var out []string
 		add := func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) }
 		b.serverReport(add)
 		b.programsReport(add)
 		b.pullReport(add)
+		b.execReport(add)
+		b.marginReport(add)
 		out = append(out, b.targets...)
 		fmt.Println(strings.Join(out, "\n"))
 	}
@@ -748,6 +757,8 @@ func (b *bench) report(t *testing.T) {
 	b.serverReport(add)
 	b.programsReport(add)
 	b.pullReport(add)
+	b.execReport(add)
+	b.marginReport(add)
 	add("### Targets")
 	add("")
 	med := func(k string) time.Duration { return median(b.times[k]) }
