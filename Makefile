@@ -109,7 +109,7 @@ unit:
 # each (a count, not a time: with a time, a loaded machine that is slow to
 # run the seed corpus fails with "context deadline exceeded").
 # A crash is saved under the package's testdata/fuzz: keep it, as a test.
-FUZZ_TARGETS := internal/wasmmod:FuzzReadExports internal/runner:FuzzParseListen internal/cache:FuzzRecord internal/cache:FuzzFailure oci:FuzzDetect oci/image:FuzzModuleLayer shim:FuzzParseOptions
+FUZZ_TARGETS := internal/wasmmod:FuzzReadExports internal/runner:FuzzParseListen internal/cache:FuzzRecord internal/cache:FuzzFailure oci:FuzzDetect oci/image:FuzzModuleLayer shim:FuzzParseOptions shim:FuzzReadReasons
 FUZZTIME ?= 2m
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"path/filepath"
@@ -86,4 +87,29 @@ func TestRunnerReport(t *testing.T) {
 	if none.outOfMemory(time.Millisecond) {
 		t.Error("a native container's report says out of memory")
 	}
+}
+
+// FuzzReadReasons: whatever a container's runner writes on its reason
+// pipe, what is logged is bounded, and its guest is out of memory exactly
+// when a line begins with runner.OutOfMemory.
+func FuzzReadReasons(f *testing.F) {
+	f.Add([]byte("wasm trap: unreachable\n"))
+	f.Add([]byte(runner.OutOfMemory + "refused\n"))
+	f.Add([]byte("x\n" + runner.OutOfMemory))
+	f.Add(append(bytes.Repeat([]byte("y"), 5000), []byte("\n"+runner.OutOfMemory)...))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		logged, oom := readReasons(bytes.NewReader(in))
+		if len(logged) > maxReason {
+			t.Errorf("logged %d bytes, more than %d", len(logged), maxReason)
+		}
+		want := false
+		for line := range strings.Lines(string(in)) {
+			if strings.HasPrefix(line, runner.OutOfMemory) {
+				want = true
+			}
+		}
+		if oom != want {
+			t.Errorf("out of memory %v, want %v", oom, want)
+		}
+	})
 }
