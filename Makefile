@@ -99,7 +99,7 @@ $(TOOLBIN)/wazero: go.mod
 demo: deps build
 	./scripts/demo.sh
 
-test: deps build lint unit fuzz-short integration matrix
+test: deps build lint unit fuzz-short integration matrix kube
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)

@@ -33,7 +33,8 @@ const (
 	// cgroup is under it.
 	cgroupRoot = "/shim-wasm-kube"
 	// compileCgroup is the installed handler's default CompileCgroup: the
-	// installer writes no CompileCgroup, so the node default is used.
+	// installer writes no CompileCgroup, so the node default is used. Each
+	// compile's cgroup under it is removed when the compile ends.
 	compileCgroup = "/containerd-shim-wasm"
 	nodeName      = "lane-node"
 	// stateFile records a running lane (its directory, mount namespace and
@@ -816,9 +817,13 @@ func (s laneState) cleanHost(chainsBefore map[string]bool, hadCompile bool) []er
 	if err := removeCgroupTree(cgroupRoot); err != nil {
 		errs = append(errs, err)
 	}
+	// The compile cgroup is the node default, shared with any other
+	// handler of the machine using it (the integration tests'
+	// TestInstaller): only removed if the lane made it and nothing uses
+	// it, never its processes killed.
 	if !hadCompile {
-		if err := removeCgroupTree(compileCgroup); err != nil {
-			errs = append(errs, err)
+		for _, d := range cgroups.Dirs(cgroups.Root, compileCgroup) {
+			os.Remove(d)
 		}
 	}
 	for _, d := range s.MadeMounts {
@@ -899,8 +904,8 @@ func listChains() map[string]bool {
 	return out
 }
 
-// removeChains deletes the chains not in before (and the rules that jump
-// to them).
+// removeChains deletes kubelet's chains (KUBE-*) not in before, and the
+// rules that jump to them: what others make meanwhile is left alone.
 func removeChains(before map[string]bool) error {
 	var errs []error
 	for _, bin := range iptablesBins {
@@ -912,7 +917,7 @@ func removeChains(before map[string]bool) error {
 			var made []string
 			lines := strings.Split(s, "\n")
 			for _, line := range lines {
-				if f := strings.Fields(line); len(f) == 2 && f[0] == "-N" && !before[bin+" "+table+" "+f[1]] {
+				if f := strings.Fields(line); len(f) == 2 && f[0] == "-N" && strings.HasPrefix(f[1], "KUBE-") && !before[bin+" "+table+" "+f[1]] {
 					made = append(made, f[1])
 				}
 			}
@@ -1007,8 +1012,17 @@ func sweep() error {
 	if len(errs) == 0 {
 		os.Remove(stateFile)
 	}
+	// What was left is the killed run's, reported in short.
+	var lines []string
 	for _, err := range errs {
-		fmt.Fprintf(os.Stderr, "kube lane: sweep: %v\n", err)
+		lines = append(lines, strings.Split(err.Error(), "\n")...)
+	}
+	for i, line := range lines {
+		if i == 5 {
+			fmt.Fprintf(os.Stderr, "kube lane: sweep: ... and %d more\n", len(lines)-i)
+			break
+		}
+		fmt.Fprintf(os.Stderr, "kube lane: sweep: %s\n", line)
 	}
 	return nil
 }
