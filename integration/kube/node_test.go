@@ -208,6 +208,34 @@ spec:
 	}
 }
 
+// TestOOMKilled: a Wasm container that dies out of memory shows
+// kubectl the reason OOMKilled, whether its guest failed at the limit
+// (its own status: Go's 2) or the kernel killed it (137).
+func TestOOMKilled(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, args string
+		code       int32
+	}{
+		{"oom-guest", `["alloc"]`, 2},
+		{"oom-kernel", `["bigpath", "16"]`, 137},
+	} {
+		apply(t, wasmPod(tt.name, "\n  restartPolicy: Never", `
+      args: `+tt.args+`
+      resources: {limits: {memory: 64Mi}}`))
+		p := waitPod(t, tt.name, 2*time.Minute, func(p *corev1.Pod) string {
+			if cs := containerStatus(p, "main"); cs != nil && cs.State.Terminated != nil {
+				return ""
+			}
+			return "the container's end"
+		})
+		term := containerStatus(p, "main").State.Terminated
+		if term.Reason != "OOMKilled" || term.ExitCode != tt.code {
+			t.Errorf("%s: reason %q, exit %d; want OOMKilled, %d (message %q)", tt.name, term.Reason, term.ExitCode, tt.code, term.Message)
+		}
+	}
+}
+
 // podCgroup is the directory of pod uid's cgroup in a v1 hierarchy.
 func podCgroup(t *testing.T, controller, uid string) string {
 	t.Helper()

@@ -3,6 +3,8 @@ package kube
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -324,8 +326,9 @@ func containerPids(t *testing.T, p *corev1.Pod, name string) []int {
 }
 
 // TestExec: kubectl exec into a Wasm container of a Wasm module (its
-// output and exit status), of a native binary of the image, and on a
-// terminal (kubectl exec -it).
+// output and exit status), of a module no container ran (compiled at its
+// exec, into the node's cache), of a native binary of the image, and on
+// a terminal (kubectl exec -it).
 func TestExec(t *testing.T) {
 	apply(t, wasmPod("exec", "", `
       command: ["/probe.wasm", "sleep"]`))
@@ -338,6 +341,24 @@ func TestExec(t *testing.T) {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 3 {
 			t.Errorf("kubectl exec of a module exiting 3: %v", err)
+		}
+	})
+	t.Run("a module compiled at its exec", func(t *testing.T) {
+		// /fresh.wasm is in the image but no container runs it: the
+		// agent compiled the image's entrypoint only, the exec compiles
+		// it into the node's cache.
+		sum := sha256.Sum256(fix.fresh)
+		if cached(t, hex.EncodeToString(sum[:])) {
+			t.Logf("/fresh.wasm was compiled before its exec")
+		}
+		if out := k(t, "exec", "exec", "-c", "main", "--", "/fresh.wasm", "echo", "fresh"); out != "[fresh]\n" {
+			t.Errorf("exec of a module not compiled yet: %q", out)
+		}
+		if !cached(t, hex.EncodeToString(sum[:])) {
+			t.Errorf("the exec'd module is not in the node's compile cache")
+		}
+		if out := k(t, "exec", "exec", "-c", "main", "--", "/fresh.wasm", "echo", "again"); out != "[again]\n" {
+			t.Errorf("a second exec of it: %q", out)
 		}
 	})
 	t.Run("native", func(t *testing.T) {

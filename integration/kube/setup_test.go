@@ -36,6 +36,7 @@ type fixtures struct {
 	dir       string
 	probe     []byte // integration/testdata/probe, GOOS=wasip1
 	server    []byte // examples/http-server
+	fresh     []byte // the probe with a custom section of this run's: in no cache
 	busybox   []byte
 	wasmImage string // the project's wasm-image
 }
@@ -67,6 +68,7 @@ func (l *lane) buildFixtures() (*fixtures, error) {
 	if f.server, err = os.ReadFile(filepath.Join(f.dir, "http-server.wasm")); err != nil {
 		return nil, err
 	}
+	f.fresh = withCustomSection(f.probe, "fresh "+time.Now().String())
 	if f.busybox, err = os.ReadFile("/bin/busybox"); err != nil {
 		return nil, fmt.Errorf("Debian's busybox-static (make packages installs it): %w", err)
 	}
@@ -112,6 +114,8 @@ func (l *lane) images(f *fixtures) error {
 		{Name: testImage, Files: append(f.busyboxFiles(),
 			image.File{Path: "/probe.wasm", Data: f.probe, Mode: 0o644},
 			image.File{Path: "/server.wasm", Data: f.server, Mode: 0o644},
+			// Run by no container: TestExec's exec compiles it.
+			image.File{Path: "/fresh.wasm", Data: f.fresh, Mode: 0o644},
 			image.File{Path: "/data", Type: tar.TypeDir, Mode: 0o755},
 		), Entrypoint: []string{"/probe.wasm"}},
 	}
