@@ -152,6 +152,7 @@ func start() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	ourDirs.Store(dir, true)
 	e := &env{
 		dir:       dir,
 		bin:       filepath.Join(dir, "bin"),
@@ -372,14 +373,51 @@ func shimSockets() map[string]bool {
 	return out
 }
 
-// newSockets lists the sockets in shimSocketDir that were not in before.
+// newSockets lists the sockets in shimSocketDir that were not in before
+// and that no process but this suite's shims listens on: a socket another
+// containerd's live shim serves is not this suite's to count.
 func newSockets(before map[string]bool) []string {
+	held := foreignSockets()
 	var out []string
 	for name := range shimSockets() {
-		if !before[name] {
+		if !before[name] && !held[filepath.Join(shimSocketDir, name)] {
 			out = append(out, name)
 		}
 	}
+	return out
+}
+
+// foreignSockets lists the paths of the unix sockets that processes other
+// than this suite's shims hold open.
+func foreignSockets() map[string]bool {
+	inodes := map[string]string{} // socket inode -> path
+	if b, err := os.ReadFile("/proc/net/unix"); err == nil {
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			if f := strings.Fields(l); len(f) >= 8 {
+				inodes[f[6]] = f[7]
+			}
+		}
+	}
+	ours := map[int]bool{}
+	for _, pid := range shimPids(e.shim) {
+		ours[pid] = true
+	}
+	out := map[string]bool{}
+	pids(func(dir string) bool {
+		if pid, _ := strconv.Atoi(filepath.Base(dir)); ours[pid] {
+			return false
+		}
+		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
+		for _, fd := range fds {
+			target, _ := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
+			if inode, ok := strings.CutPrefix(target, "socket:["); ok {
+				if path := inodes[strings.TrimSuffix(inode, "]")]; path != "" {
+					out[path] = true
+				}
+			}
+		}
+		return false
+	})
 	return out
 }
 
@@ -397,12 +435,31 @@ func pids(match func(dir string) bool) []int {
 	return out
 }
 
-// shimPids lists running processes of the shim binary.
+// shimPids lists the running processes of the shim binary that serve one
+// of this suite's containerds (their -address lies under ourDirs): a shim
+// of the same binary serving another containerd is not the suite's.
 func shimPids(shim string) []int {
-	return pids(func(dir string) bool {
-		exe, err := os.Readlink(filepath.Join(dir, "exe"))
-		return err == nil && (exe == shim || exe == resolved(shim))
-	})
+	return pids(func(dir string) bool { return isShimOf(dir, shim) })
+}
+
+// isShimOf tells whether the process at dir (/proc/PID) runs shim for one
+// of this suite's containerds.
+func isShimOf(dir, shim string) bool {
+	exe, err := os.Readlink(filepath.Join(dir, "exe"))
+	if err != nil || (exe != shim && exe != resolved(shim)) {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(string(b), "\x00")
+	for i, a := range args {
+		if (a == "-address" || a == "--address") && i+1 < len(args) {
+			return underOurDirs(args[i+1])
+		}
+	}
+	return false
 }
 
 func resolved(p string) string {
@@ -803,12 +860,40 @@ func assertClean(t *testing.T, id string) {
 	}
 }
 
-// runnerPids lists running Wasm runners (in any container).
+// runnerPids lists the running Wasm runners of this suite's containers:
+// those whose parent (the shim, their subreaper) is one of this suite's
+// shims (see isShimOf), or whose root lies under the directory of one of
+// its containerds (a runner whose shim died). Another containerd's runners on
+// the machine are never counted, and so never killed.
 func runnerPids() []int {
 	return pids(func(dir string) bool {
 		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
-		return err == nil && strings.HasPrefix(string(b), "/dev/.containerd-shim-wasm-runner\x00")
+		if err != nil || !strings.HasPrefix(string(b), "/dev/.containerd-shim-wasm-runner\x00") {
+			return false
+		}
+		if st, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil {
+			// pid (comm) state ppid ...: comm may hold spaces, not ")".
+			if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 1 && isShimOf(filepath.Join("/proc", f[1]), e.shim) {
+				return true
+			}
+		}
+		root, err := os.Readlink(filepath.Join(dir, "root"))
+		return err == nil && underOurDirs(root)
 	})
+}
+
+// ourDirs are the directories of the containerds this suite started: its
+// own (e.dir) and each CRI test's (see startCRIWith).
+var ourDirs sync.Map
+
+// underOurDirs tells whether p lies under one of ourDirs.
+func underOurDirs(p string) bool {
+	found := false
+	ourDirs.Range(func(k, _ any) bool {
+		found = strings.HasPrefix(p, k.(string)+"/")
+		return !found
+	})
+	return found
 }
 
 // background starts a container that keeps running, and returns a function
@@ -1112,6 +1197,7 @@ func startCRIWith(t *testing.T, install criNode) *criEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ourDirs.Store(dir, true)
 	c := &criEnv{dir: dir, address: filepath.Join(dir, "containerd.sock")}
 	runcRoot := filepath.Join(dir, "runc")
 	cniConf := filepath.Join(dir, "cni")
