@@ -135,8 +135,8 @@ matrix:
 # The kubelet lane (integration/kube): a one-node cluster on the primary
 # containerd release, the handler installed by deploy/kubernetes's DaemonSet
 # through a kustomize overlay, tests through the API server. KEEP_LANE=1
-# keeps its directory and logs.
-kube: packages build kubernetes $(CONTAINERD_ROOT)/$(CONTAINERD_VERSION)/.built
+# keeps its directory and logs (a failed run prints the end of each log).
+kube: packages kubernetes $(CONTAINERD_ROOT)/$(CONTAINERD_VERSION)/.built
 	KUBE_DIR=$(KUBE_DIR) CONTAINERD_DIR=$(CONTAINERD_ROOT)/$(CONTAINERD_VERSION) \
 		$(GO) test -count=1 -timeout 45m -v ./integration/kube/ 2>&1 | \
 		grep -vE '^=== (RUN|PAUSE|CONT)'; exit $${PIPESTATUS[0]}

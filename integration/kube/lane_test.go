@@ -754,7 +754,7 @@ func (l *lane) stop(keep bool) error {
 	took("the control plane")
 	errs = append(errs, l.state.cleanHost(l.chains, l.hadCompile)...)
 	took("the host's bridge, chains, cgroups")
-	if len(errs) == 0 && !keep && l.dir != "" {
+	if !keep && l.dir != "" {
 		if err := os.RemoveAll(l.dir); err != nil {
 			errs = append(errs, err)
 		}
@@ -763,6 +763,20 @@ func (l *lane) stop(keep bool) error {
 	}
 	os.Remove(stateFile)
 	return errors.Join(errs...)
+}
+
+// printLogs prints the end of each component's log (a failed run's
+// lane directory is removed with them, unless KEEP_LANE is set).
+func (l *lane) printLogs() {
+	logs, _ := filepath.Glob(filepath.Join(l.logs, "*.log"))
+	for _, p := range logs {
+		b, _ := os.ReadFile(p)
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		fmt.Printf("kube lane: the end of %s:\n%s\n", filepath.Base(p), strings.Join(lines, "\n"))
+	}
 }
 
 // removePods stops and removes every pod sandbox of the node through CRI.

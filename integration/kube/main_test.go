@@ -9,7 +9,8 @@
 // (scripts/build-kubernetes.sh) and containerd into
 // .tools/containerd/VERSION (make does both); KUBE_DIR and CONTAINERD_DIR
 // name other directories. KEEP_LANE=1 keeps the lane's directory (logs,
-// configs) after the run.
+// configs) after the run; without it, a failed run prints the end of each
+// component's log before the lane's directory goes.
 package kube
 
 import (
@@ -60,7 +61,10 @@ func mainTest(m *testing.M) int {
 	}
 	if l != nil {
 		stopStart := time.Now()
-		if err := l.stop(code != 0 || os.Getenv("KEEP_LANE") != ""); err != nil {
+		if code != 0 {
+			l.printLogs()
+		}
+		if err := l.stop(os.Getenv("KEEP_LANE") != ""); err != nil {
 			fmt.Fprintf(os.Stderr, "kube lane: teardown: %v\n", err)
 			if code == 0 {
 				code = 1
