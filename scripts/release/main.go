@@ -97,7 +97,7 @@ func release(out, repo string) error {
 	fmt.Printf("release %s in %s: %d files, image %s\n", version, out, len(names), ref)
 	// deploy/kubernetes names the image by the repository's :latest; a
 	// release is tagged with its version, which the overlay names.
-	fmt.Printf("push it, then apply deploy/kubernetes with a kustomize overlay naming it (README, Install on a cluster):\n"+
+	fmt.Printf("push it, then apply deploy/kubernetes with a kustomize overlay naming it (README: Try it on a cluster):\n"+
 		"  images:\n  - name: %s\n    newName: <your registry>/installer\n    newTag: %s\n", shippedImage, tag(version))
 	return nil
 }
