@@ -77,9 +77,7 @@ func exampleImages(t *testing.T, c *criEnv) {
 		if out, err := exec.Command(tool, append([]string{"-o", tar}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("wasm-image %v: %v: %s", args, err, out)
 		}
-		if out, err := exec.Command(e.ctrBin, "--address", c.address, "-n", criNamespace, "images", "import", tar).CombinedOutput(); err != nil {
-			t.Fatalf("import %v: %v: %s", args, err, out)
-		}
+		c.importImage(t, tar, args[1])
 	}
 }
 

@@ -1282,11 +1282,6 @@ func startCRIWith(t *testing.T, install criNode) *criEnv {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, tar := range []string{filepath.Join(e.fixtures, "image.tar"), filepath.Join(e.fixtures, "pause.tar")} {
-		if err := ctr("images", "import", tar); err != nil {
-			t.Fatal(err)
-		}
-	}
 	conn, err := grpc.NewClient("unix://"+c.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -1294,7 +1289,33 @@ func startCRIWith(t *testing.T, install criNode) *criEnv {
 	t.Cleanup(func() { conn.Close() })
 	c.rt = cri.NewRuntimeServiceClient(conn)
 	c.images = cri.NewImageServiceClient(conn)
+	c.importImage(t, filepath.Join(e.fixtures, "image.tar"), e.imageName)
+	c.importImage(t, filepath.Join(e.fixtures, "pause.tar"), pauseImage)
 	return c
+}
+
+// importImage imports an image tarball into CRI's namespace and waits until
+// CRI resolves each of refs: CRI learns of an imported image from
+// containerd's events, after `ctr images import` has returned (containerd
+// 2.0 answered a CreateContainer right after it with NotFound).
+func (c *criEnv) importImage(t *testing.T, tarball string, refs ...string) {
+	t.Helper()
+	if _, stderr, err := e.ctrAt(c.address, "-n", criNamespace, "images", "import", tarball); err != nil {
+		t.Fatalf("import %s: %v: %s", tarball, err, stderr)
+	}
+	for _, ref := range refs {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			resp, err := c.images.ImageStatus(context.Background(), &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: ref}})
+			if err == nil && resp.Image != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CRI does not resolve %s a minute after its import: %v", ref, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // pod runs a pod sandbox on handler and returns its id and config.

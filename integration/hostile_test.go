@@ -59,9 +59,7 @@ func TestExportBombShimMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if out, err := exec.Command(e.ctrBin, "--address", c.address, "-n", criNamespace, "images", "import", tar).CombinedOutput(); err != nil {
-		t.Fatalf("import: %v: %s", err, out)
-	}
+	c.importImage(t, tar, name)
 
 	podID, podCfg := c.pod(t, "bomb", "wasm")
 	sleeper := c.container(t, podID, podCfg, "sleeper", "/probe.wasm", "sleep")

@@ -242,9 +242,7 @@ func TestWasmImagesCRI(t *testing.T) {
 	imported := "example.local/artifact:imported"
 	tarball := filepath.Join(t.TempDir(), "artifact.tar")
 	wasmImage(t, "-o", tarball, "-name", imported, "-format", "artifact", "-wasm", writeTemp(t, withCustomSection(probe, "imported")), "echo", "imported")
-	if _, stderr, err := e.ctrAt(c.address, "-n", "k8s.io", "images", "import", tarball); err != nil {
-		t.Fatalf("import the artifact: %v: %s", err, stderr)
-	}
+	c.importImage(t, tarball, imported)
 	code, out = c.runToEnd(t, podID, podCfg, "imported", imported)
 	if code != 0 || !slices.Equal(out, []string{"[imported]"}) {
 		t.Errorf("imported artifact: exit %d, stdout %q", code, out)
