@@ -238,18 +238,7 @@ func TestLogs(t *testing.T) {
 		apply(t, wasmPod("logs-follow", "", `
       command: ["/probe.wasm", "tick"]`))
 		waitPod(t, "logs-follow", 2*time.Minute, ready)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, filepath.Join(l.kubeBin, "kubectl"), "--kubeconfig", l.kubeconfig, "logs", "-f", "--tail=1", "logs-follow", "-c", "main")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		sc := bufio.NewScanner(out)
+		sc := kubectlLines(t, "logs", "-f", "--tail=1", "logs-follow", "-c", "main")
 		var ticks []int
 		for len(ticks) < 20 && sc.Scan() {
 			var n int
@@ -391,18 +380,7 @@ func TestAttach(t *testing.T) {
 		apply(t, wasmPod("attach-out", "", `
       command: ["/probe.wasm", "tick"]`))
 		waitPod(t, "attach-out", 2*time.Minute, ready)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, filepath.Join(l.kubeBin, "kubectl"), "--kubeconfig", l.kubeconfig, "attach", "attach-out", "-c", "main")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		sc := bufio.NewScanner(out)
+		sc := kubectlLines(t, "attach", "attach-out", "-c", "main")
 		n := 0
 		for n < 5 && sc.Scan() {
 			if strings.HasPrefix(sc.Text(), "tick ") {
@@ -512,4 +490,24 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// kubectlLines starts a kubectl that streams (logs -f, attach) and returns
+// a scanner of its output's lines; it is ended when the test ends, or after
+// two minutes.
+func kubectlLines(t *testing.T, args ...string) *bufio.Scanner {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	cmd := exec.CommandContext(ctx, filepath.Join(l.kubeBin, "kubectl"), append([]string{"--kubeconfig", l.kubeconfig}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); cancel() })
+	return bufio.NewScanner(out)
 }
