@@ -35,14 +35,16 @@ var pathFunctions = map[string]pathArgs{
 }
 
 // pathWrappers returns wazero's path_* functions (from orig, by name)
-// made to resolve paths as Linux does where wazero refuses them (EPERM):
-// a path that goes above its directory descriptor ("../a", "..") and an
-// absolute path (which ignores the descriptor). wazero checks a path
-// lexically against the descriptor, so the wrapper hands wazero the same
-// file as a path from the root instead: the directory's path (its
+// made to resolve, as Linux does, a path that goes above its directory
+// descriptor ("../a", ".."), which wazero refuses (EPERM). wazero checks a
+// path lexically against the descriptor, so the wrapper hands wazero the
+// same file as a path from the root instead: the directory's path (its
 // symlinks resolved by resolve, as the kernel resolves ".." from where
 // the directory is) joined with the path, never above "/" (where ".."
-// stays, as on Linux). The rewritten path is written, for the call only,
+// stays, as on Linux). An absolute path is left to wazero, which refuses
+// it with EPERM, as WASI requires (a path is relative to its descriptor;
+// wasi-libc and Go make a program's absolute paths relative to a
+// pre-opened directory before they call). The rewritten path is written, for the call only,
 // to guest memory no argument of the call points to, and the guest's bytes
 // there are put back before the call returns: the guest is one thread,
 // stopped in the call. path_open's wrapper also records the path of each
@@ -97,10 +99,10 @@ func (t *guestFDs) callAt(ctx context.Context, mod api.Module, stack []uint64, f
 		if args.opens >= 0 && known {
 			opened = fromRoot(dir, name, resolve, false)
 		}
-		if !escapes(name) {
+		if !climbs(name) {
 			continue
 		}
-		if _, rootKnown := t.paths[rootFD]; !rootKnown || !known && !path.IsAbs(name) {
+		if _, rootKnown := t.paths[rootFD]; !rootKnown || !known {
 			continue // wazero refuses it, as before
 		}
 		rewrites = append(rewrites, rewrite{p, fromRoot(dir, name, resolve, true)})
@@ -142,11 +144,12 @@ func (t *guestFDs) callAt(ctx context.Context, mod api.Module, stack []uint64, f
 	}
 }
 
-// escapes reports whether wazero would refuse p relative to a directory:
-// it is absolute, or goes above the directory once cleaned.
-func escapes(p string) bool {
+// climbs reports whether relative path p goes above its directory once
+// cleaned (which wazero refuses). An absolute path does not: it is no
+// path relative to a directory at all.
+func climbs(p string) bool {
 	c := path.Clean(p)
-	return path.IsAbs(c) || c == ".." || strings.HasPrefix(c, "../")
+	return c == ".." || strings.HasPrefix(c, "../")
 }
 
 // fromRoot returns name, relative to directory dir (a path from the root),
